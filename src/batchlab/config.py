@@ -1,0 +1,224 @@
+"""Config validation: the JSON schema, defaults filled in, then checks the schema cannot express.
+
+Every problem becomes one :class:`ConfigError` whose message names the key, the value and what is allowed,
+raised before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from batchlab import data, models
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+RUN_KEYS = ("batch_sizes", "learning_rates", "budget", "optimizer", "warmup", "schedule", "targets", "model_options")
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names the key, the value and what is allowed."""
+
+
+def load_schema(path: str | Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill in every ``default`` of ``schema`` missing from ``instance`` (in place, recursively)."""
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict):
+        for branch in schema.get("oneOf", []):
+            if _resolve(branch, root).get("type") == "object":
+                fill_defaults(instance, branch, root)
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                fill_defaults(instance[key], sub, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in instance:
+                if key not in props:
+                    fill_defaults(instance[key], extra, root)
+
+
+def _key(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError, root: dict) -> str:
+    """One line naming the key, the value and what is allowed."""
+    key = _key(error.absolute_path)
+    schema = _resolve(error.schema, root) if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extras = sorted(set(error.instance) - set(allowed))
+        hints = []
+        for extra in extras:
+            close = difflib.get_close_matches(str(extra), allowed, n=1)
+            hints.append(f"'{extra}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        where = f"in '{key}'" if error.absolute_path else "at the top level"
+        return f"unknown key {', '.join(hints)} {where}; allowed keys: {', '.join(allowed)}"
+    if error.validator == "required":
+        return f"'{key}': {error.message}"
+    if error.validator == "oneOf":
+        return (
+            f"'{key}': value {error.instance!r} is invalid; allowed: a list of positive numbers, or "
+            "{base: [positive numbers], scaling: none|linear|sqrt, reference_batch_size: positive integer}"
+        )
+    if error.validator in ("minProperties", "maxProperties") and "budget" in key:
+        return f"'{key}': value {error.instance!r} must give exactly one of epochs, steps or examples"
+    description = schema.get("description", "")
+    allowed = f" (allowed: {error.message.split(' is ', 1)[-1] if ' is ' in error.message else error.message})"
+    return f"'{key}': value {error.instance!r} is invalid{allowed}" + (f"; {description.strip()}" if description else "")
+
+
+def _lr_values(lr_spec: Any) -> list[float]:
+    return lr_spec if isinstance(lr_spec, list) else lr_spec["base"]
+
+
+def _check_names(config: dict) -> None:
+    for i, name in enumerate(config["datasets"]):
+        if name not in data.DATASETS:
+            raise ConfigError(
+                f"'datasets[{i}]': unknown dataset {name!r}; allowed: {', '.join(data.DATASETS)}"
+            )
+    for i, name in enumerate(config["architectures"]):
+        if name not in models.ARCHITECTURES:
+            raise ConfigError(
+                f"'architectures[{i}]': unknown architecture {name!r}; allowed: {', '.join(models.ARCHITECTURES)}"
+            )
+    for name in config["overrides"]:
+        if name not in config["architectures"]:
+            raise ConfigError(
+                f"'overrides.{name}': {name!r} is not one of the study's architectures "
+                f"({', '.join(config['architectures'])})"
+            )
+    for name in config["dataset_options"]:
+        if name not in config["datasets"]:
+            raise ConfigError(
+                f"'dataset_options.{name}': {name!r} is not one of the study's datasets ({', '.join(config['datasets'])})"
+            )
+
+
+def _check_model_options(arch: str, options: dict, where: str) -> None:
+    params = inspect.signature(models.ARCHITECTURES[arch].build).parameters
+    allowed = [p for p in params if p not in ("input_shape", "num_classes")]
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"'{where}.{key}': architecture {arch!r} takes no option {key!r}; allowed: {allowed}")
+
+
+def arch_settings(config: dict, arch: str) -> dict:
+    """The run-level settings of one architecture: study-wide values with its overrides applied."""
+    settings = {k: config.get(k, {}) for k in RUN_KEYS if k != "model_options"}
+    settings["model_options"] = {}
+    settings.update(copy.deepcopy(config["overrides"].get(arch, {})))
+    return settings
+
+
+def _check_semantics(config: dict) -> None:
+    _check_names(config)
+    resolved_opts = {}
+    for name in config["datasets"]:
+        try:
+            resolved_opts[name] = data.resolve_options(name, config["dataset_options"].get(name))
+        except data.DatasetError as e:
+            raise ConfigError(f"'{str(e).split(':', 1)[0]}':{str(e).split(':', 1)[1]}") from None
+    for arch in config["architectures"]:
+        s = arch_settings(config, arch)
+        where = f"overrides.{arch}" if arch in config["overrides"] else ""
+        prefix = f"{where}." if where else ""
+        _check_model_options(arch, s["model_options"], f"{prefix}model_options".lstrip("."))
+        opt = s["optimizer"]
+        if opt.get("nesterov") and not opt.get("momentum"):
+            raise ConfigError(
+                f"'{prefix}optimizer.nesterov': true needs momentum > 0 (got momentum {opt.get('momentum')})"
+            )
+        for dataset in config["datasets"]:
+            ndim = models.ARCHITECTURES[arch].input_ndim
+            shape = data.DATASETS[dataset].input_shape(resolved_opts[dataset])
+            if ndim is not None and len(shape) != ndim:
+                raise ConfigError(
+                    f"'architectures': {arch!r} takes inputs of {ndim} dimensions but dataset {dataset!r} has "
+                    f"shape {shape}; use it with "
+                    + ("signal datasets (mnist1d, blobs)" if ndim == 2 else "image datasets (digits, mnist, fashion_mnist, cifar10)")
+                )
+            n_train = data.DATASETS[dataset].train_size(resolved_opts[dataset])
+            for i, b in enumerate(s["batch_sizes"]):
+                if b > n_train:
+                    raise ConfigError(
+                        f"'{prefix}batch_sizes[{i}]': value {b} is larger than the training set of {dataset!r} "
+                        f"({n_train} examples); allowed: 1 to {n_train}"
+                    )
+    n_runs = sum(
+        len(arch_settings(config, a)["batch_sizes"]) * len(_lr_values(arch_settings(config, a)["learning_rates"]))
+        for a in config["architectures"]
+    ) * len(config["datasets"]) * len(config["seeds"])
+    if n_runs == 0:
+        raise ConfigError("the grid is empty: datasets x architectures x batch_sizes x learning_rates x seeds has no run")
+
+
+def check_data_available(config: dict, prepared_dir: str | Path) -> None:
+    """Datasets read from the user's files must be there (unless already prepared), before any job starts."""
+    for i, name in enumerate(config["datasets"]):
+        if (Path(prepared_dir) / f"{name}.npz").exists():
+            continue
+        for rel in data.DATASETS[name].user_files:
+            path = Path(config["data_dir"]) / rel
+            if not (path.exists() or path.with_name(path.name + ".gz").exists()):
+                raise ConfigError(
+                    f"'datasets[{i}]': dataset {name!r} is read from your files, but {path} (or {path}.gz) is "
+                    f"missing; put the standard files under '{config['data_dir']}' (key 'data_dir') or choose a "
+                    f"generated dataset (mnist1d, digits, blobs)"
+                )
+
+
+def validate(config: dict, schema_path: str | Path | None = None) -> dict:
+    """Return a validated copy of ``config`` with every default filled in, or raise :class:`ConfigError`."""
+    if not isinstance(config, dict) or not config:
+        raise ConfigError("the config is empty: expected a mapping with datasets, architectures, batch_sizes, ...")
+    schema = load_schema(schema_path)
+    config = copy.deepcopy(config)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        # the deepest error under a oneOf says more than the oneOf itself
+        error = errors[0]
+        raise ConfigError(_describe(error, schema))
+    fill_defaults(config, schema, schema)
+    _check_semantics(config)
+    return config
+
+
+def load(path: str | Path, schema_path: str | Path | None = None) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    return validate(raw, schema_path)

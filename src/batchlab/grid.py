@@ -1,0 +1,179 @@
+"""The grid: a validated config expanded into fully resolved run specs, their ids, and packs of runs.
+
+A run's id is a readable prefix plus a hash of its resolved spec (every default filled in, floats
+canonical, ``TRAINING_VERSION`` included): the same spec always maps to the same folder, a changed spec to a
+new one. A pack is the unit of one training job: runs sharing dataset, architecture, batch size and step
+count, cut into chunks of at most ``pack_size`` in the order of their ids. Chunks are cut over *all* runs of
+the group, complete or not, so a pack's name and members come out the same on every parse (a cluster job
+re-parses the Snakefile while other jobs finish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+from batchlab import data
+from batchlab.config import arch_settings
+
+# Bump when a change to training changes what a spec means; every run id changes with it.
+TRAINING_VERSION = 1
+
+
+def scale_lr(base: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
+    """The learning rate at ``batch_size`` under a scaling rule (none, linear, sqrt) from the reference."""
+    ratio = batch_size / reference_batch_size
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+    return float(base * factor)
+
+
+def resolve_steps(budget: dict, batch_size: int, n_train: int) -> int:
+    """Optimizer steps of a budget given in epochs, steps or examples (at least one step)."""
+    if "steps" in budget:
+        return int(budget["steps"])
+    examples = budget["examples"] if "examples" in budget else budget["epochs"] * n_train
+    return max(1, round(examples / batch_size))
+
+
+def _canonical(obj):
+    if isinstance(obj, float):
+        return float(repr(obj)) if math.isfinite(obj) else repr(obj)
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def spec_hash(spec: dict) -> str:
+    """Hash of a resolved spec (canonical JSON, sorted keys)."""
+    text = json.dumps(_canonical(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_id(spec: dict) -> str:
+    """Readable prefix plus the first 10 hex digits of the spec's hash."""
+    prefix = f"{spec['dataset']}-{spec['arch']}-b{spec['batch_size']}-lr{spec['lr']:.3g}-s{spec['seed']}"
+    return f"{prefix}-{spec_hash(spec)[:10]}"
+
+
+def _optimizer(opt: dict) -> dict:
+    if opt["name"] == "adam":
+        return {"name": "adam", "betas": [float(b) for b in opt["betas"]], "weight_decay": float(opt["weight_decay"])}
+    return {
+        "name": "sgd",
+        "momentum": float(opt["momentum"]),
+        "nesterov": bool(opt["nesterov"]),
+        "weight_decay": float(opt["weight_decay"]),
+    }
+
+
+def _schedule(s: dict) -> dict:
+    if s["kind"] == "cosine":
+        return {"kind": "cosine", "final_factor": float(s["final_factor"])}
+    if s["kind"] == "step":
+        return {"kind": "step", "milestones": [float(m) for m in s["milestones"]], "gamma": float(s["gamma"])}
+    return {"kind": "constant"}
+
+
+def _lr_grid(lr_spec) -> tuple[list[float], str, int]:
+    if isinstance(lr_spec, list):
+        return [float(v) for v in lr_spec], "none", 1
+    return [float(v) for v in lr_spec["base"]], lr_spec["scaling"], int(lr_spec["reference_batch_size"])
+
+
+def expand(config: dict) -> list[dict]:
+    """Every run of a validated config as a fully resolved spec (a plain, JSON-ready dict)."""
+    specs = []
+    for dataset in config["datasets"]:
+        options = data.resolve_options(dataset, config["dataset_options"].get(dataset))
+        n_train = data.DATASETS[dataset].train_size(options)
+        for arch in config["architectures"]:
+            s = arch_settings(config, arch)
+            lrs, rule, ref = _lr_grid(s["learning_rates"])
+            warmup = s["warmup"]
+            for batch_size in s["batch_sizes"]:
+                steps = resolve_steps(s["budget"], batch_size, n_train)
+                for lr0 in lrs:
+                    lr = scale_lr(lr0, batch_size, rule, ref)
+                    for seed in config["seeds"]:
+                        spec = {
+                            "version": TRAINING_VERSION,
+                            "dataset": dataset,
+                            "dataset_options": options,
+                            "arch": arch,
+                            "model_options": dict(s["model_options"]),
+                            "batch_size": int(batch_size),
+                            "lr": lr,
+                            "lr_grid_value": lr0,
+                            "lr_scaling": rule,
+                            "lr_reference_batch_size": ref,
+                            "steps": steps,
+                            "budget": dict(s["budget"]),
+                            "optimizer": _optimizer(s["optimizer"]),
+                            "warmup": {"fraction": float(warmup["fraction"]), "start_factor": float(warmup["start_factor"])},
+                            "schedule": _schedule(s["schedule"]),
+                            "seed": int(seed),
+                            "eval_points": int(config["evaluation"]["points"]),
+                            "targets": sorted(float(t) for t in s["targets"]),
+                            "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
+                            "precision": config["precision"],
+                        }
+                        spec["run_id"] = run_id(spec)
+                        specs.append(spec)
+    return specs
+
+
+def without_id(spec: dict) -> dict:
+    """The spec as hashed (``run_id`` removed)."""
+    return {k: v for k, v in spec.items() if k != "run_id"}
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str  # a valid identifier, stable across parses
+    members: tuple[dict, ...]  # specs of the runs still to train
+    steps: int
+
+
+def shape_key(spec: dict) -> tuple:
+    """Runs with equal keys share the shapes and step count of training."""
+    return (spec["dataset"], spec_hash({"o": spec["dataset_options"]})[:6], spec["arch"],
+            spec_hash({"m": spec["model_options"]})[:6], spec["batch_size"], spec["steps"])
+
+
+def _ident(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+def packs(specs: Iterable[dict], incomplete: set[str], pack_size: int) -> list[Pack]:
+    """Cut the runs of each shape group into chunks of ``pack_size`` (over all runs, sorted by id) and keep,
+    per chunk, only the members whose id is in ``incomplete``. Chunks with nothing left to train are dropped."""
+    groups: dict[tuple, list[dict]] = {}
+    for spec in specs:
+        groups.setdefault(shape_key(spec), []).append(spec)
+    out = []
+    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        members = sorted(members, key=lambda s: s["run_id"])
+        dataset, _, arch, _, batch_size, steps = key  # one option set per dataset and architecture in a study
+        for k in range(0, len(members), pack_size):
+            todo = tuple(s for s in members[k : k + pack_size] if s["run_id"] in incomplete)
+            if todo:
+                name = _ident(f"{dataset}_{arch}_b{batch_size}_n{steps}_p{k // pack_size}")
+                out.append(Pack(name, todo, steps))
+    return out
+
+
+def dataset_options(config: dict, name: str) -> dict:
+    """A dataset's options with defaults filled in (what its preparation reads)."""
+    return data.resolve_options(name, config["dataset_options"].get(name))
+
+
+def runtime_minutes(pack: Pack, seconds_per_step: float) -> int:
+    """A pack's runtime request: its optimizer steps at the configured cost, doubled, plus 5 minutes."""
+    steps = sum(spec["steps"] for spec in pack.members)
+    return int(math.ceil(2 * steps * seconds_per_step / 60)) + 5

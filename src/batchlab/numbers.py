@@ -1,0 +1,213 @@
+"""Every number the paper quotes, computed from the tables and written as LaTeX ``\\newcommand`` macros.
+
+Per-architecture macros exist for every registered architecture (``n/a`` where the study has none), so the
+paper builds for any study. Each claim of the paper gets a verdict macro computed by a stated rule, so the
+text says what the data say: "holds for 3 of 3 architectures", "does not hold", ...
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from batchlab import analysis, models, plots
+
+NA = "n/a"
+
+
+def macro_name(*parts: str) -> str:
+    """A LaTeX-safe macro name: letters only, digits spelled out, CamelCase ("cnn1d" -> "CnnOneD")."""
+    digits = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
+    out = ""
+    for part in parts:
+        for run in re.findall(r"[A-Za-z]+|[0-9]", str(part)):
+            out += digits[int(run)] if run.isdigit() else run[:1].upper() + run[1:]
+    return out
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return NA if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f}"
+
+
+def num(x: float, fmt: str = ".2f") -> str:
+    return NA if x is None or not math.isfinite(float(x)) else format(float(x), fmt)
+
+
+def sci(x: float) -> str:
+    """A learning rate for the text: 3 significant digits, LaTeX-friendly exponent."""
+    if x is None or not math.isfinite(x):
+        return NA
+    mantissa, exponent = f"{x:.2e}".split("e")
+    exponent = int(exponent)
+    return f"{float(mantissa):g}" if exponent == 0 else f"\\ensuremath{{{float(mantissa):g}\\times 10^{{{exponent}}}}}"
+
+
+def verdict(results: dict[str, bool | None]) -> str:
+    """'holds for all 3 architectures', 'holds for 2 of 3 architectures (not for MLP)', 'does not hold', ..."""
+    known = {a: r for a, r in results.items() if r is not None}
+    if not known:
+        return "cannot be tested on this study"
+    yes = [a for a, r in known.items() if r]
+    no = [plots.ARCH_LABELS.get(a, a) for a, r in known.items() if not r]
+    n = len(known)
+    if len(yes) == n:
+        return "holds" if n == 1 else f"holds for all {n} architectures"
+    if not yes:
+        return "does not hold" if n == 1 else f"does not hold for any of the {n} architectures"
+    return f"holds for {len(yes)} of {n} architectures (not for {', '.join(no)})"
+
+
+def _describe_budget(runs: pd.DataFrame) -> str:
+    cols = [c for c in runs.columns if c.startswith("budget_")]
+    parts = sorted({f"{runs[c].dropna().iloc[0]:g} {c.removeprefix('budget_')}" for c in cols if runs[c].notna().any()})
+    return " / ".join(parts)
+
+
+def _describe_optimizer(runs: pd.DataFrame) -> str:
+    row = runs.iloc[0]
+    if row["optimizer_name"] == "adam":
+        return "Adam"
+    m = row.get("optimizer_momentum", 0.0)
+    text = "SGD" if not m else f"SGD with {'Nesterov ' if row.get('optimizer_nesterov') else ''}momentum {m:g}"
+    wd = row.get("optimizer_weight_decay", 0.0)
+    return text + (f" and weight decay {wd:g}" if wd else "")
+
+
+def _describe_schedule(runs: pd.DataFrame) -> str:
+    row = runs.iloc[0]
+    kind = row["schedule_kind"]
+    text = {"constant": "a constant learning rate", "cosine": "cosine decay of the learning rate",
+            "step": "step decay of the learning rate"}[kind]
+    if row.get("warmup_fraction", 0):
+        text += f" after a linear warm-up over the first {100 * row['warmup_fraction']:g}\\% of training"
+    return text
+
+
+def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[str, bool | None]]:
+    """Macros and claim checks of one architecture (on the study's first dataset)."""
+    sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+    cells = analysis.seed_mean(sub)
+    best = analysis.best_per_batch(cells).sort_values("batch_size")
+    small, large = best.iloc[0], best.iloc[-1]
+    top = best.sort_values("final_test_acc", ascending=False).iloc[0]
+    stable = analysis.stable_range(cells).sort_values("batch_size")
+    lr_small_slope, lr_large_slope = analysis.split_slopes(best["batch_size"], best["lr"])
+
+    # steps to target: the highest target reached at at least half of the batch sizes
+    target, steps = None, None
+    for col in reversed(analysis.target_columns(sub)):
+        s = analysis.steps_to_target(cells, col)
+        if s["steps"].notna().sum() >= max(2, math.ceil(len(s) / 2)):
+            target, steps = col, s.dropna(subset=["steps"])
+            break
+    st_small, st_large = analysis.split_slopes(steps["batch_size"], steps["steps"]) if steps is not None else (math.nan, math.nan)
+
+    # re-tuning at the largest batch size vs keeping the grid value that was best at the smallest
+    fixed = cells[(cells["batch_size"] == large["batch_size"]) & np.isclose(cells["lr_grid_value"], small["lr_grid_value"])]
+    fixed_acc = float(fixed["final_test_acc"].iloc[0]) if len(fixed) else math.nan
+
+    a = lambda name: macro_name(name, arch)  # noqa: E731
+    values = {
+        a("BestAcc"): pct(top["final_test_acc"]),
+        a("BestAccBatch"): str(int(top["batch_size"])),
+        a("BestAccLR"): sci(top["lr"]),
+        a("AccSmallB"): pct(small["final_test_acc"]),
+        a("AccLargeB"): pct(large["final_test_acc"]),
+        a("TrainAccSmallB"): pct(small["final_train_acc"]),
+        a("TrainAccLargeB"): pct(large["final_train_acc"]),
+        a("GapSmallB"): pct(small["gap_acc"]),
+        a("GapLargeB"): pct(large["gap_acc"]),
+        a("BestLRSmallB"): sci(small["lr"]),
+        a("BestLRLargeB"): sci(large["lr"]),
+        a("LRSlopeSmall"): num(lr_small_slope),
+        a("LRSlopeLarge"): num(lr_large_slope),
+        a("StableSmallB"): str(int(stable.iloc[0]["n_stable"])),
+        a("StableLargeB"): str(int(stable.iloc[-1]["n_stable"])),
+        a("NumGridLRs"): str(int(stable.iloc[0]["n_lrs"])),
+        a("StepsTarget"): pct(float(target.rsplit("_", 1)[1]), 0) if target else NA,
+        a("StepsSlopeSmall"): num(st_small),
+        a("StepsSlopeLarge"): num(st_large),
+        a("DistSmallB"): num(small["final_dist_init"], ".1f"),
+        a("DistLargeB"): num(large["final_dist_init"], ".1f"),
+        a("FixedAccLargeB"): pct(fixed_acc),
+        a("AccCorr"): num(analysis.spearman(best["batch_size"], best["final_test_acc"])),
+    }
+    finite = lambda *xs: all(x is not None and math.isfinite(x) for x in xs)  # noqa: E731
+    checks = {
+        "one_acc": bool(large["final_test_acc"] < small["final_test_acc"]),
+        "one_gap": bool(large["gap_acc"] > small["gap_acc"]),
+        "two_narrows": bool(stable.iloc[-1]["n_stable"] < stable.iloc[0]["n_stable"]),
+        "two_small_best": bool(top["batch_size"] <= 32),
+        "three": (0.5 <= lr_small_slope <= 1.5 and lr_large_slope < lr_small_slope) if finite(lr_small_slope, lr_large_slope) else None,
+        "six": (-1.5 <= st_small <= -0.5 and st_large > st_small) if finite(st_small, st_large) else None,
+        "seven": bool(large["final_test_acc"] > fixed_acc + 0.005) if finite(fixed_acc) else None,
+        "nine": bool(large["final_dist_init"] < small["final_dist_init"]),
+        "best_acc": float(top["final_test_acc"]),
+    }
+    return values, checks
+
+
+def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> dict[str, str]:
+    """All macros: study facts, per-architecture numbers, and claim verdicts."""
+    archs = list(dict.fromkeys(runs["arch"]))
+    first = runs.iloc[0]
+    values = {
+        "StudyName": study.replace("_", "\\_"),
+        "DatasetName": "MNIST-1D" if first["dataset"] == "mnist1d" else str(first["dataset"]).replace("_", "-"),
+        "NumRuns": str(len(runs)),
+        "NumDiverged": str(int(runs["diverged"].sum())),
+        "NumArchs": str(len(archs)),
+        "NumBatchSizes": str(runs["batch_size"].nunique()),
+        "MinBatch": str(int(runs["batch_size"].min())),
+        "MaxBatch": str(int(runs["batch_size"].max())),
+        "NumLRs": str(int(runs.groupby("arch")["lr_grid_value"].nunique().max())),
+        "MinGridLR": sci(runs["lr_grid_value"].min()),
+        "MaxGridLR": sci(runs["lr_grid_value"].max()),
+        "NumSeeds": str(runs["seed"].nunique()),
+        "NumEvals": str(int(history.groupby("run_id").size().max())),
+        "Budget": _describe_budget(runs),
+        "OptimizerText": _describe_optimizer(runs),
+        "ScheduleText": _describe_schedule(runs),
+        "TrainSize": str(int(first["n_train"])),
+        "TestSize": str(int(first["n_test"])),
+        "Device": str(first["device"]).upper() if first["device"] == "cpu" else str(first["device_name"]),
+        "TorchVersion": str(first["torch"]).split("+")[0],
+        "TrainMinutes": num(runs["train_seconds"].sum() / 60, ".1f"),
+        "LRScaling": str(first["lr_scaling"]),
+    }
+    checks, per_arch = {}, {}
+    for arch in archs:
+        per_arch[arch], checks[arch] = arch_numbers(runs, arch)
+    stems = [name.removesuffix(macro_name(archs[0])) for name in per_arch[archs[0]]]
+    for arch in models.ARCHITECTURES:  # every registered architecture, so the paper builds for any study
+        values.update(per_arch.get(arch) or {macro_name(stem, arch): NA for stem in stems})
+
+    claim = lambda key: verdict({a: c[key] for a, c in checks.items()})  # noqa: E731
+    values.update({
+        "ClaimOneAcc": claim("one_acc"), "ClaimOneGap": claim("one_gap"),
+        "ClaimTwoNarrows": claim("two_narrows"), "ClaimTwoSmallBest": claim("two_small_best"),
+        "ClaimThree": claim("three"), "ClaimSix": claim("six"), "ClaimSeven": claim("seven"),
+        "ClaimNine": claim("nine"),
+    })
+    order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
+    if len(order) == 3:
+        accs = [checks[a]["best_acc"] for a in order]
+        values["ClaimEleven"] = verdict({"ranking": accs[0] > accs[1] > accs[2]})
+    else:
+        values["ClaimEleven"] = "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
+    return values
+
+
+def to_latex(values: dict[str, str]) -> str:
+    lines = ["% Generated by batchlab.numbers from results/tables; do not edit."]
+    lines += [f"\\newcommand{{\\{name}}}{{{value}}}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study") -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(to_latex(compute(runs, history, study)))

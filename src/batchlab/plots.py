@@ -1,0 +1,242 @@
+"""The study's figures, in one paper-ready style. Each function takes the tables (never run folders) and
+returns a matplotlib Figure with one panel per (dataset, architecture); :func:`save` writes PDF and PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from batchlab import analysis  # noqa: E402
+
+WIDTH = 6.5  # inches: the text width of the paper
+PANEL_HEIGHT = 2.1
+ARCH_LABELS = {"logreg": "logistic regression", "mlp": "MLP", "cnn1d": "1-D CNN", "cnn": "CNN", "cnn_bn": "CNN + BN",
+               "resnet_small": "ResNet-style CNN"}
+
+
+def style() -> None:
+    """One consistent style for every figure: serif 8 pt text, light grid, no top/right spines."""
+    plt.rcParams.update({
+        "font.family": "serif", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
+        "legend.fontsize": 6.5, "xtick.labelsize": 7, "ytick.labelsize": 7,
+        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+        "grid.linewidth": 0.5, "lines.linewidth": 1.2, "lines.markersize": 3.5, "legend.frameon": False,
+        "savefig.dpi": 200, "savefig.bbox": "tight", "pdf.fonttype": 42, "ps.fonttype": 42,
+        "image.cmap": "viridis",
+    })
+
+
+def save(fig: plt.Figure, path_stem: str | Path) -> list[Path]:
+    """Write ``<stem>.pdf`` (for the paper) and ``<stem>.png`` (for the report and README)."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    for p in paths:
+        fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+    plt.close(fig)
+    return paths
+
+
+def _panels(runs: pd.DataFrame, sharey: bool = False):
+    keys = list(runs[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    datasets = list(dict.fromkeys(k[0] for k in keys))
+    ncols = max(sum(k[0] == d for k in keys) for d in datasets)
+    fig, axes = plt.subplots(len(datasets), ncols, figsize=(WIDTH, PANEL_HEIGHT * len(datasets)), squeeze=False,
+                             sharey=sharey, constrained_layout=True)
+    placed = {}
+    for r, d in enumerate(datasets):
+        archs = [k[1] for k in keys if k[0] == d]
+        for c in range(ncols):
+            if c < len(archs):
+                ax = axes[r][c]
+                ax.set_title(f"{ARCH_LABELS.get(archs[c], archs[c])} ({d})" if len(datasets) > 1 else ARCH_LABELS.get(archs[c], archs[c]))
+                placed[(d, archs[c])] = ax
+            else:
+                axes[r][c].set_visible(False)
+    return fig, placed
+
+
+def _batch_colors(batch_sizes) -> dict[int, tuple]:
+    sizes = sorted(set(int(b) for b in batch_sizes))
+    cmap = plt.get_cmap("viridis")
+    return {b: cmap(i / max(1, len(sizes) - 1)) for i, b in enumerate(sizes)}
+
+
+def _log2_axis(ax, values) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(int(v) for v in values))
+    ax.set_xticks(ticks, [str(t) for t in ticks], rotation=0)
+    ax.minorticks_off()
+
+
+def _lr_axis_label(runs: pd.DataFrame) -> str:
+    rule = runs["lr_scaling"].iloc[0]
+    ref = int(runs["lr_reference_batch_size"].iloc[0])
+    if rule == "none":
+        return "learning rate"
+    return f"base learning rate (lr at B={ref}, {rule} scaling)" if ref != 1 else "base learning rate (lr / B)"
+
+
+def accuracy_vs_base_lr(runs: pd.DataFrame) -> plt.Figure:
+    """(a) Final test accuracy against the base learning rate lr/B, one curve per batch size."""
+    cells = analysis.seed_mean(runs)
+    colors = _batch_colors(cells["batch_size"])
+    fig, axes = _panels(runs)
+    for (d, arch), ax in axes.items():
+        sub = cells[(cells["dataset"] == d) & (cells["arch"] == arch)]
+        for b, g in sub.groupby("batch_size"):
+            g = g.sort_values("base_lr")
+            ax.plot(g["base_lr"], 100 * g["final_test_acc"], "-o", color=colors[b], label=f"B={b}")
+            div = g[g["diverged_frac"] > 0]
+            ax.plot(div["base_lr"], 100 * div["final_test_acc"], "x", color="crimson", markersize=5, mew=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("base learning rate lr / B")
+        ax.set_ylabel("test accuracy (%)")
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], ls="", marker="x", color="crimson", mew=1.2))
+    labels.append("diverged")
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
+
+
+def heatmap(runs: pd.DataFrame) -> plt.Figure:
+    """(b) Test accuracy over batch size x learning rate; a red cross marks cells where a seed diverged."""
+    cells = analysis.seed_mean(runs)
+    fig, axes = _panels(runs)
+    image = None
+    for (d, arch), ax in axes.items():
+        sub = cells[(cells["dataset"] == d) & (cells["arch"] == arch)]
+        grid = sub.pivot_table(index="batch_size", columns="lr_grid_value", values="final_test_acc")
+        div = sub.pivot_table(index="batch_size", columns="lr_grid_value", values="diverged_frac")
+        image = ax.imshow(100 * grid.values, origin="lower", aspect="auto", vmin=0, vmax=100, cmap="viridis")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if np.isnan(grid.values[i, j]):
+                    continue
+                if div.values[i, j] > 0:
+                    ax.text(j, i, "×", ha="center", va="center", color="crimson", fontsize=8, fontweight="bold")
+                else:
+                    v = 100 * grid.values[i, j]
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v < 60 else "black")
+        ax.set_xticks(range(grid.shape[1]), [f"{v:.2g}" for v in grid.columns], rotation=60)
+        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index])
+        ax.set_xlabel(_lr_axis_label(runs))
+        ax.set_ylabel("batch size B")
+        ax.grid(False)
+    fig.colorbar(image, ax=list(axes.values()), label="test accuracy (%)", shrink=0.9)
+    return fig
+
+
+def learning_curves(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+    """(c) Test accuracy during training, per batch size, at that batch size's best learning rate."""
+    best = analysis.best_per_batch(analysis.seed_mean(runs))
+    colors = _batch_colors(best["batch_size"])
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        for _, row in best[(best["dataset"] == d) & (best["arch"] == arch)].iterrows():
+            h = history[(history["dataset"] == d) & (history["arch"] == arch) & (history["batch_size"] == row["batch_size"])
+                        & np.isclose(history["lr"], row["lr"])]
+            curve = h.groupby("epoch")["test_acc"].mean()
+            ax.plot(curve.index, 100 * curve.values, color=colors[int(row["batch_size"])], label=f"B={int(row['batch_size'])}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
+
+
+def generalization_gap(runs: pd.DataFrame) -> plt.Figure:
+    """(d) Train minus test accuracy at the end of training against batch size: grey per grid lr (runs that
+    did not diverge), black at each batch size's best lr."""
+    cells = analysis.seed_mean(runs)
+    best = analysis.best_per_batch(cells)
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        sub = cells[(cells["dataset"] == d) & (cells["arch"] == arch) & (cells["diverged_frac"] == 0)]
+        for _, g in sub.groupby("lr_grid_value"):
+            g = g.sort_values("batch_size")
+            ax.plot(g["batch_size"], 100 * g["gap_acc"], "-", color="0.7", lw=0.8)
+        b = best[(best["dataset"] == d) & (best["arch"] == arch)].sort_values("batch_size")
+        ax.plot(b["batch_size"], 100 * b["gap_acc"], "-o", color="black", label="best lr per B")
+        _log2_axis(ax, cells["batch_size"])
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("train − test accuracy (points)")
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    handles.append(plt.Line2D([], [], color="0.7", lw=0.8))
+    labels.append("one grid lr")
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
+
+
+def best_lr(runs: pd.DataFrame) -> plt.Figure:
+    """(e) The best learning rate against batch size on log-log axes, with linear and square-root
+    references through the smallest batch size's best lr."""
+    best = analysis.best_per_batch(analysis.seed_mean(runs))
+    fig, axes = _panels(runs)
+    for (d, arch), ax in axes.items():
+        b = best[(best["dataset"] == d) & (best["arch"] == arch)].sort_values("batch_size")
+        x = b["batch_size"].to_numpy(float)
+        ax.plot(x, b["lr"], "-o", color="black", label="best lr")
+        ax.plot(x, b["lr"].iloc[0] * x / x[0], "--", color="tab:blue", lw=0.9, label="∝ B (linear)")
+        ax.plot(x, b["lr"].iloc[0] * np.sqrt(x / x[0]), ":", color="tab:orange", lw=1.1, label="∝ √B (square root)")
+        ax.set_yscale("log")
+        _log2_axis(ax, x)
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("best learning rate")
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
+
+
+def steps_to_target(runs: pd.DataFrame) -> plt.Figure:
+    """(f) Fewest steps to each target test accuracy (best lr per batch size) against batch size, with the
+    perfect-scaling line (slope -1) through the smallest batch size."""
+    cells = analysis.seed_mean(runs)
+    targets = analysis.target_columns(runs)
+    fig, axes = _panels(runs)
+    cmap = plt.get_cmap("plasma")
+    for (d, arch), ax in axes.items():
+        sub = cells[(cells["dataset"] == d) & (cells["arch"] == arch)]
+        drawn = False
+        for i, col in enumerate(targets):
+            s = analysis.steps_to_target(sub, col).sort_values("batch_size")
+            s = s[s["steps"].notna()]
+            if s.empty:
+                continue
+            color = cmap(0.15 + 0.7 * i / max(1, len(targets) - 1))
+            x = s["batch_size"].to_numpy(float)
+            ax.plot(x, s["steps"], "-o", color=color, label=f"{100 * float(col.rsplit('_', 1)[1]):.0f}% test acc.")
+            ax.plot(x, s["steps"].iloc[0] * x[0] / x, "--", color=color, lw=0.7)
+            drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "no target reached", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yscale("log")
+        _log2_axis(ax, sub["batch_size"])
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("steps to target")
+    handles, labels = [], []
+    for ax in axes.values():
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            if l not in labels:
+                handles.append(h)
+                labels.append(l)
+    handles.append(plt.Line2D([], [], ls="--", color="0.4", lw=0.7))
+    labels.append("perfect scaling (slope −1)")
+    fig.legend(handles, labels, loc="outside right center")
+    return fig
+
+
+FIGURES = {
+    "accuracy_vs_base_lr": accuracy_vs_base_lr,
+    "heatmap": heatmap,
+    "best_lr": best_lr,
+    "learning_curves": learning_curves,
+    "generalization_gap": generalization_gap,
+    "steps_to_target": steps_to_target,
+}

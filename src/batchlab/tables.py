@@ -1,0 +1,63 @@
+"""Tidy tables of a study: ``history`` (one row per run per evaluation) and ``runs`` (one row per run, every
+spec field a column, plus the run's summary). Figures and numbers are made from these tables only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from batchlab import store
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"optimizer": {"momentum": 0.9}}`` -> ``{"optimizer_momentum": 0.9}``; lists become JSON strings."""
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}_"))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def run_row(spec: dict, summary: dict) -> dict:
+    """One row of the runs table: the flattened spec, derived quantities, and the summary."""
+    row = flatten(spec)
+    row["base_lr"] = spec["lr"] / spec["batch_size"]
+    momentum = spec["optimizer"].get("momentum", 0.0)
+    row["noise_temperature"] = spec["lr"] / (spec["batch_size"] * (1.0 - momentum))
+    row.update({k: v for k, v in summary.items() if k != "run_id"})
+    return row
+
+
+def aggregate(summary_paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the runs whose ``summary.json`` paths are given; return ``(history, runs)``."""
+    histories, rows = [], []
+    for path in summary_paths:
+        folder = Path(path).parent
+        spec = json.loads((folder / store.SPEC).read_text())
+        summary = json.loads((folder / store.SUMMARY).read_text())
+        history = pd.read_parquet(folder / store.HISTORY)
+        history.insert(0, "run_id", spec["run_id"])
+        histories.append(history)
+        rows.append(run_row(spec, summary))
+    if not rows:
+        raise ValueError("no runs to aggregate")
+    runs = pd.DataFrame(rows).sort_values("run_id", kind="stable").reset_index(drop=True)
+    history = pd.concat(histories, ignore_index=True).sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    keys = ["dataset", "arch", "batch_size", "lr", "base_lr", "seed", "diverged"]
+    history = history.merge(runs[["run_id", *keys]], on="run_id", how="left")
+    return history, runs
+
+
+def write(summary_paths: Iterable[str | Path], history_path: str | Path, runs_path: str | Path) -> None:
+    history, runs = aggregate(summary_paths)
+    for df, path in ((history, history_path), (runs, runs_path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path, index=False)

@@ -1,0 +1,14 @@
+rule aggregate_runs:
+    input:
+        summaries=[summary_file(spec) for spec in RUNS],
+    output:
+        history="results/tables/history.parquet",
+        runs="results/tables/runs.parquet",
+    log:
+        "logs/aggregate_runs.log",
+    benchmark:
+        "results/benchmarks/aggregate_runs.tsv"
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/aggregate_runs.py"

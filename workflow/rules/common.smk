@@ -1,0 +1,42 @@
+# Validate the config, expand the grid of runs and cut the runs still to train into packs.
+# The logic lives in the batchlab package (src/batchlab), where the tests reach it.
+import os
+import sys
+from pathlib import Path
+
+SRC = str(Path(workflow.basedir) / "src")
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
+# jobs (scripts, notebooks) import batchlab from the same source tree, installed or not
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+)
+
+from batchlab import config as study_config, grid, store  # noqa: E402
+
+RUNS_ROOT = "results/runs"
+
+try:
+    STUDY = study_config.validate(
+        config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    )
+    study_config.check_data_available(STUDY, "results/data")
+except study_config.ConfigError as error:
+    raise WorkflowError(f"invalid config: {error}") from None
+
+RUNS = grid.expand(STUDY)
+INCOMPLETE = {s["run_id"] for s in RUNS if not store.is_complete(RUNS_ROOT, s["run_id"])}
+PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
+
+
+wildcard_constraints:
+    dataset="|".join(STUDY["datasets"]),
+
+
+def source(path):
+    """A file of the batchlab source tree (the working directory may be elsewhere)."""
+    return str(Path(workflow.basedir) / path)
+
+
+def summary_file(spec):
+    return str(store.summary_path(RUNS_ROOT, spec["run_id"]))

@@ -1,0 +1,39 @@
+# Analysis notebooks, executed by papermill with their parameters (tables in, figures out). The executed
+# copies are kept under results/notebooks/ and rendered to HTML; each figure is written as PDF (for the
+# paper) and PNG (for `snakemake --report`).
+NOTEBOOKS = {
+    "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
+    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target"],
+}
+FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
+
+for notebook, figures in NOTEBOOKS.items():
+
+    rule:
+        name:
+            f"render_figures_{notebook}"
+        input:
+            notebook=source(f"workflow/notebooks/{notebook}.ipynb"),
+            history="results/tables/history.parquet",
+            runs="results/tables/runs.parquet",
+        output:
+            executed=f"results/notebooks/{notebook}.ipynb",
+            html=f"results/notebooks/{notebook}.html",
+            pdfs=[f"paper/figures/{figure}.pdf" for figure in figures],
+            pngs=[
+                report(
+                    f"paper/figures/{figure}.png",
+                    caption=f"../report/{figure}.rst",
+                    category="Figures",
+                    subcategory=notebook.replace("_", " "),
+                )
+                for figure in figures
+            ],
+        params:
+            figures_dir="paper/figures",
+        log:
+            f"logs/render_figures/{notebook}.log",
+        conda:
+            "../../envs/analysis.yaml"
+        script:
+            "../scripts/run_notebook.py"

@@ -1,0 +1,34 @@
+# The paper: numbers.tex holds every number the text quotes, generated from the tables; latexmk builds
+# paper/paper.pdf from the LaTeX source, the figures and the numbers.
+
+
+rule write_numbers:
+    input:
+        history="results/tables/history.parquet",
+        runs="results/tables/runs.parquet",
+    output:
+        "paper/numbers.tex",
+    params:
+        study=STUDY["study"],
+    log:
+        "logs/write_numbers.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/write_numbers.py"
+
+
+rule build_paper:
+    input:
+        tex=source("paper/paper.tex"),
+        bib=source("paper/refs.bib"),
+        numbers="paper/numbers.tex",
+        figures=expand("paper/figures/{figure}.pdf", figure=FIGURES),
+    output:
+        "paper/paper.pdf",
+    log:
+        "logs/build_paper.log",
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/build_paper.py"

@@ -1,0 +1,31 @@
+# One job per pack: runs sharing dataset, architecture, batch size and step count that are not yet
+# complete. A run already in results/runs/ is never trained again, so an edit of the config trains only
+# the runs it adds or changes.
+TRAINING = STUDY["training"]
+
+for pack in PACKS:
+
+    rule:
+        name:
+            f"train_pack_{pack.name}"
+        input:
+            dataset=f"results/data/{pack.members[0]['dataset']}.npz",
+        output:
+            summaries=[summary_file(spec) for spec in pack.members],
+        params:
+            specs=list(pack.members),
+            runs_root=RUNS_ROOT,
+            device=TRAINING["device"],
+        threads: TRAINING["threads"]
+        resources:
+            mem_mb=TRAINING["mem_mb"],
+            runtime=grid.runtime_minutes(pack, TRAINING["seconds_per_step"]),
+            gpu=TRAINING["gpu"],
+        log:
+            f"logs/train_pack/{pack.name}.log",
+        benchmark:
+            f"results/benchmarks/train_pack/{pack.name}.tsv"
+        conda:
+            "../../envs/train.yaml"
+        script:
+            "../scripts/train_pack.py"

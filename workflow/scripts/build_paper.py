@@ -1,0 +1,4 @@
+# Build paper/paper.pdf with latexmk (see batchlab.paper).
+from batchlab.paper import build
+
+build(snakemake.input.tex, snakemake.input.bib, snakemake.output[0], snakemake.log[0])

@@ -1,0 +1,14 @@
+# Execute one analysis notebook with papermill and render it to HTML (see batchlab.notebooks).
+from batchlab.notebooks import execute
+
+execute(
+    snakemake.input.notebook,
+    snakemake.output.executed,
+    snakemake.output.html,
+    parameters={
+        "runs_path": snakemake.input.runs,
+        "history_path": snakemake.input.history,
+        "figures_dir": snakemake.params.figures_dir,
+    },
+    log_path=snakemake.log[0],
+)
