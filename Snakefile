@@ -8,7 +8,7 @@ min_version("9.0")
 # config.yaml is the default study; a --configfile given on the command line replaces it.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config.yaml"
+    configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -89,8 +89,36 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
     if error.validator in ("minProperties", "maxProperties") and "budget" in key:
         return f"'{key}': value {error.instance!r} must give exactly one of epochs, steps or examples"
     description = schema.get("description", "")
-    allowed = f" (allowed: {error.message.split(' is ', 1)[-1] if ' is ' in error.message else error.message})"
+    allowed = f" (allowed: {_allowed(error, schema)})"
     return f"'{key}': value {error.instance!r} is invalid{allowed}" + (f"; {description.strip()}" if description else "")
+
+
+_NOUNS = {"integer": "an integer", "number": "a number", "string": "a string", "array": "a list",
+          "object": "a mapping", "boolean": "true or false", "null": "null"}
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+
+
+def _allowed(error: jsonschema.ValidationError, schema: dict) -> str:
+    """What the schema allows at the failing key (not what is wrong with the value)."""
+    v = error.validator_value
+    kind = schema.get("type")
+    noun = _NOUNS.get(kind, "a value") if isinstance(kind, str) else "a value"
+    if error.validator == "type":
+        kinds = [v] if isinstance(v, str) else list(v)
+        return " or ".join(_NOUNS.get(k, k) for k in kinds)
+    if error.validator in _BOUNDS:
+        return f"{noun} " + " and ".join(f"{op} {schema[b]}" for b, op in _BOUNDS.items() if b in schema)
+    if error.validator == "enum":
+        return "one of " + ", ".join(map(str, v))
+    if error.validator == "pattern":
+        return f"a string matching {v}"
+    if error.validator == "minItems":
+        return "a non-empty list" if v == 1 else f"a list of at least {v} items"
+    if error.validator == "maxItems":
+        return f"a list of at most {v} items"
+    if error.validator == "uniqueItems":
+        return "a list without repeated values"
+    return error.message
 
 
 def _lr_values(lr_spec: Any) -> list[float]:
@@ -219,6 +247,9 @@ def load(path: str | Path, schema_path: str | Path | None = None) -> dict:
     try:
         with open(path) as f:
             raw = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: where, and what the parser expected
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
     return validate(raw, schema_path)

@@ -50,6 +50,11 @@ def _load_mnist1d(options: dict, data_dir: Path) -> Arrays:
     return d["x"], d["y"], d["x_test"], d["y_test"]
 
 
+def _mnist1d_train_size(options: dict) -> int:
+    # mnist1d makes num_samples // 10 examples per class, then keeps the first 80 % for training
+    return int((int(options["num_samples"]) // 10) * 10 * 0.8)
+
+
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> Arrays:
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = int(round(len(x) * test_fraction))
@@ -112,7 +117,7 @@ def _idx_loader(folder: str) -> Callable[[dict, Path], Arrays]:
 
 def _load_cifar10(options: dict, data_dir: Path) -> Arrays:
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
-        path = _find(data_dir, "cifar10", f"cifar-10-batches-py/{name}")
+        path = _find(data_dir, "cifar10", f"cifar10/cifar-10-batches-py/{name}")
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="bytes")
         return d[b"data"].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, np.asarray(d[b"labels"])
@@ -125,7 +130,7 @@ def _load_cifar10(options: dict, data_dir: Path) -> Arrays:
 DATASETS: dict[str, Dataset] = {
     d.name: d
     for d in [
-        Dataset("mnist1d", lambda o: (1, 40), 10, lambda o: int(o["num_samples"] * 0.8), _load_mnist1d,
+        Dataset("mnist1d", lambda o: (1, 40), 10, _mnist1d_train_size, _load_mnist1d,
                 {"num_samples": 5000, "seed": 42}),
         Dataset("digits", lambda o: (1, 8, 8), 10, lambda o: 1797 - int(round(1797 * o["test_fraction"])),
                 _load_digits, {"test_fraction": 0.2, "seed": 0}),

@@ -61,6 +61,11 @@ def run_id(spec: dict) -> str:
     return f"{prefix}-{spec_hash(spec)[:10]}"
 
 
+def _number(value):
+    """An integral number as an int (``epochs: 2.0`` is ``epochs: 2``: the same run, the same id)."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _optimizer(opt: dict) -> dict:
     if opt["name"] == "adam":
         return {"name": "adam", "betas": [float(b) for b in opt["betas"]], "weight_decay": float(opt["weight_decay"])}
@@ -113,7 +118,7 @@ def expand(config: dict) -> list[dict]:
                             "lr_scaling": rule,
                             "lr_reference_batch_size": ref,
                             "steps": steps,
-                            "budget": dict(s["budget"]),
+                            "budget": {k: _number(v) for k, v in s["budget"].items()},
                             "optimizer": _optimizer(s["optimizer"]),
                             "warmup": {"fraction": float(warmup["fraction"]), "start_factor": float(warmup["start_factor"])},
                             "schedule": _schedule(s["schedule"]),

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from batchlab import analysis  # noqa: E402
+from batchlab import analysis, models  # noqa: E402
 
 WIDTH = 6.5  # inches: the text width of the paper
 PANEL_HEIGHT = 2.1
@@ -44,7 +44,9 @@ def save(fig: plt.Figure, path_stem: str | Path) -> list[Path]:
 
 
 def _panels(runs: pd.DataFrame, sharey: bool = False):
-    keys = list(runs[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    order = {a: i for i, a in enumerate(models.ARCHITECTURES)}  # registry order: simplest model first
+    keys = sorted(runs[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None),
+                  key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
     datasets = list(dict.fromkeys(k[0] for k in keys))
     ncols = max(sum(k[0] == d for k in keys) for d in datasets)
     fig, axes = plt.subplots(len(datasets), ncols, figsize=(WIDTH, PANEL_HEIGHT * len(datasets)), squeeze=False,

@@ -223,7 +223,7 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
             log.info(
                 "run %d/%d %s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
                 k, len(specs), spec["run_id"], step, total, step * spec["batch_size"] / len(tensors["x_train"]),
-                loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?",
+                loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
             )
 
         history, summary = train_run(spec, tensors, dev, progress)
@@ -235,8 +235,11 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
 
 
 def setup_logging(path: str | None = None) -> None:
-    """Log to ``path`` (a rule's log file) and to stderr, one timestamped line per event."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Log every event to ``path`` (a rule's log file: follow it with ``tail -f``) and all but the per-evaluation
+    progress lines to stderr, so parallel jobs keep the console readable."""
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: not getattr(record, "progress", False) or not path)
+    handlers: list[logging.Handler] = [console]
     if path:
         handlers.append(logging.FileHandler(path, mode="w"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)

@@ -7,9 +7,12 @@ from pathlib import Path
 SRC = str(Path(workflow.basedir) / "src")
 if SRC not in sys.path:
     sys.path.insert(0, SRC)
-# jobs (scripts, notebooks) import batchlab from the same source tree, installed or not
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+# jobs (scripts, notebook kernels) import batchlab from this source tree too, installed or not; this
+# sets the variable for them rather than requiring it from the user
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        [SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
 )
 
 from batchlab import config as study_config, grid, store  # noqa: E402
@@ -25,7 +28,9 @@ except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
 RUNS = grid.expand(STUDY)
-INCOMPLETE = {s["run_id"] for s in RUNS if not store.is_complete(RUNS_ROOT, s["run_id"])}
+INCOMPLETE = {
+    s["run_id"] for s in RUNS if not store.is_complete(RUNS_ROOT, s["run_id"])
+}
 PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
 
 

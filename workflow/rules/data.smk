@@ -1,12 +1,12 @@
 rule prepare_dataset:
     output:
         "results/data/{dataset}.npz",
-    params:
-        options=lambda w: grid.dataset_options(STUDY, w.dataset),
-        data_dir=STUDY["data_dir"],
     log:
         "logs/prepare_dataset/{dataset}.log",
     conda:
         "../../envs/train.yaml"
+    params:
+        options=lambda w: grid.dataset_options(STUDY, w.dataset),
+        data_dir=STUDY["data_dir"],
     script:
         "../scripts/prepare_dataset.py"

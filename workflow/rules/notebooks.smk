@@ -29,8 +29,6 @@ for notebook, figures in NOTEBOOKS.items():
                 )
                 for figure in figures
             ],
-        params:
-            figures_dir="paper/figures",
         log:
             f"logs/render_figures/{notebook}.log",
         conda:

@@ -8,12 +8,12 @@ rule write_numbers:
         runs="results/tables/runs.parquet",
     output:
         "paper/numbers.tex",
-    params:
-        study=STUDY["study"],
     log:
         "logs/write_numbers.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        study=STUDY["study"],
     script:
         "../scripts/write_numbers.py"
 

@@ -12,20 +12,21 @@ for pack in PACKS:
             dataset=f"results/data/{pack.members[0]['dataset']}.npz",
         output:
             summaries=[summary_file(spec) for spec in pack.members],
-        params:
-            specs=list(pack.members),
-            runs_root=RUNS_ROOT,
-            device=TRAINING["device"],
+        log:
+            f"logs/train_pack/{pack.name}.log",
+        benchmark:
+            f"results/benchmarks/train_pack/{pack.name}.tsv"
+        # longest packs first, so the last job to finish is a short one
+        priority: sum(spec["steps"] for spec in pack.members)
+        conda:
+            "../../envs/train.yaml"
         threads: TRAINING["threads"]
         resources:
             mem_mb=TRAINING["mem_mb"],
             runtime=grid.runtime_minutes(pack, TRAINING["seconds_per_step"]),
             gpu=TRAINING["gpu"],
-        log:
-            f"logs/train_pack/{pack.name}.log",
-        benchmark:
-            f"results/benchmarks/train_pack/{pack.name}.tsv"
-        conda:
-            "../../envs/train.yaml"
+        params:
+            specs=list(pack.members),
+            device=TRAINING["device"],
         script:
             "../scripts/train_pack.py"

@@ -1,4 +1,6 @@
 # Execute one analysis notebook with papermill and render it to HTML (see batchlab.notebooks).
+from pathlib import Path
+
 from batchlab.notebooks import execute
 
 execute(
@@ -8,7 +10,7 @@ execute(
     parameters={
         "runs_path": snakemake.input.runs,
         "history_path": snakemake.input.history,
-        "figures_dir": snakemake.params.figures_dir,
+        "figures_dir": str(Path(snakemake.output.pdfs[0]).parent),
     },
     log_path=snakemake.log[0],
 )

@@ -1,11 +1,13 @@
 # Train the runs of one pack (see batchlab.train.train_pack).
+from pathlib import Path
+
 from batchlab.train import setup_logging, train_pack
 
 setup_logging(snakemake.log[0])
 train_pack(
     snakemake.params.specs,
     snakemake.input.dataset,
-    snakemake.params.runs_root,
+    Path(snakemake.output.summaries[0]).parents[1],  # results/runs/<id>/summary.json
     device=snakemake.params.device,
     threads=snakemake.threads,
 )
