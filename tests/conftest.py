@@ -1,0 +1,69 @@
+"""Shared fixtures of the unit tests: tiny studies (a few hundred MNIST-1D examples, tens of steps) so the
+whole suite stays fast on one CPU, and nothing that touches the network."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from batchlab import config, data, grid, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One thread, like the pipeline's training jobs: these tiny models are faster on one, and the suite then
+# neither competes with itself nor with other jobs for the cores.
+torch.set_num_threads(1)
+
+# A valid study small enough to validate, expand and train in well under a second per run.
+TINY = {
+    "study": "tiny",
+    "datasets": ["mnist1d"],
+    "dataset_options": {"mnist1d": {"num_samples": 300, "seed": 42}},
+    "architectures": ["mlp"],
+    "batch_sizes": [8, 32],
+    "learning_rates": [0.05],
+    "budget": {"steps": 12},
+    "seeds": [0],
+    "evaluation": {"points": 3},
+    "targets": [0.15, 0.5],
+}
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    """A fresh, unvalidated copy of the tiny study (tests mutate it)."""
+    return copy.deepcopy(TINY)
+
+
+def tiny_specs(**changes) -> list[dict]:
+    """The resolved specs of the tiny study with top-level ``changes`` applied."""
+    raw = copy.deepcopy(TINY)
+    raw.update(changes)
+    return grid.expand(config.validate(raw))
+
+
+@pytest.fixture(scope="session")
+def mnist1d_npz(tmp_path_factory) -> Path:
+    """The tiny study's MNIST-1D (300 examples: 240 train, 60 test), prepared once per session."""
+    path = tmp_path_factory.mktemp("prepared") / "mnist1d.npz"
+    data.prepare("mnist1d", data.resolve_options("mnist1d", TINY["dataset_options"]["mnist1d"]), "unused", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist1d_tensors(mnist1d_npz) -> dict[str, torch.Tensor]:
+    return train.to_tensors(data.load(mnist1d_npz), torch.device("cpu"))
+
+
+@pytest.fixture
+def restore_torch_state():
+    """train_pack sets torch's thread count and deterministic mode for its process; undo that after a test."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    mkldnn = torch.backends.mkldnn.enabled
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.mkldnn.enabled = mkldnn

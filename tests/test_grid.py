@@ -1,0 +1,307 @@
+"""batchlab.grid: expansion of a config into run specs, lr scaling, budgets, run ids and packs."""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import re
+
+import pytest
+
+from batchlab import config, grid
+
+from conftest import TINY, tiny_specs
+
+
+def expand(**changes) -> list[dict]:
+    return tiny_specs(**changes)
+
+
+# -- expansion -------------------------------------------------------------------------------------------
+
+
+def test_expand_counts_the_full_product():
+    specs = expand(
+        datasets=["mnist1d", "blobs"], architectures=["logreg", "mlp"], batch_sizes=[4, 8, 16],
+        learning_rates=[0.1, 0.2], seeds=[0, 1, 2],
+    )
+    assert len(specs) == 2 * 2 * 3 * 2 * 3
+    combos = {(s["dataset"], s["arch"], s["batch_size"], s["lr"], s["seed"]) for s in specs}
+    assert len(combos) == len(specs)
+    assert {s["dataset"] for s in specs} == {"mnist1d", "blobs"}
+    assert {s["seed"] for s in specs} == {0, 1, 2}
+
+
+def test_expand_specs_are_fully_resolved():
+    spec = expand()[0]
+    assert set(spec) == {
+        "version", "dataset", "dataset_options", "arch", "model_options", "batch_size", "lr", "lr_grid_value",
+        "lr_scaling", "lr_reference_batch_size", "steps", "budget", "optimizer", "warmup", "schedule", "seed",
+        "eval_points", "targets", "divergence_loss_factor", "precision", "run_id",
+    }
+    assert spec["version"] == grid.TRAINING_VERSION
+    assert spec["dataset_options"] == {"num_samples": 300, "seed": 42}
+    assert spec["optimizer"] == {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
+    assert spec["schedule"] == {"kind": "constant"}
+    assert spec["warmup"] == {"fraction": 0.0, "start_factor": 0.03125}
+    assert spec["targets"] == [0.15, 0.5]
+    assert spec["eval_points"] == 3
+    assert spec["divergence_loss_factor"] == 10.0
+
+
+def test_expand_adam_and_schedules_keep_only_their_own_fields():
+    spec = expand(optimizer={"name": "adam", "momentum": 0.5}, schedule={"kind": "step", "gamma": 0.5})[0]
+    assert spec["optimizer"] == {"name": "adam", "betas": [0.9, 0.999], "weight_decay": 0.0}
+    assert spec["schedule"] == {"kind": "step", "milestones": [0.5, 0.75], "gamma": 0.5}
+    spec = expand(schedule={"kind": "cosine", "final_factor": 0.1})[0]
+    assert spec["schedule"] == {"kind": "cosine", "final_factor": 0.1}
+
+
+def test_overrides_apply_only_to_their_architecture():
+    specs = expand(
+        architectures=["logreg", "mlp"], batch_sizes=[8, 16, 32], learning_rates=[0.1, 0.2], seeds=[0, 1],
+        budget={"steps": 12},
+        overrides={"mlp": {
+            "batch_sizes": [16], "budget": {"steps": 7},
+            "learning_rates": {"base": [0.001, 0.002, 0.004], "scaling": "linear"},
+            "optimizer": {"momentum": 0.9, "nesterov": True}, "model_options": {"width": 8},
+        }},
+    )
+    logreg = [s for s in specs if s["arch"] == "logreg"]
+    mlp = [s for s in specs if s["arch"] == "mlp"]
+    assert len(logreg) == 3 * 2 * 2 and len(mlp) == 1 * 3 * 2
+    assert {s["steps"] for s in logreg} == {12} and {s["steps"] for s in mlp} == {7}
+    assert {s["lr"] for s in logreg} == {0.1, 0.2} and {s["lr_scaling"] for s in logreg} == {"none"}
+    assert sorted({s["lr"] for s in mlp}) == pytest.approx([0.016, 0.032, 0.064])
+    assert {s["lr_scaling"] for s in mlp} == {"linear"}
+    assert all(s["optimizer"]["nesterov"] and s["optimizer"]["momentum"] == 0.9 for s in mlp)
+    assert all(not s["optimizer"]["nesterov"] and s["optimizer"]["momentum"] == 0.0 for s in logreg)
+    assert all(s["model_options"] == {"width": 8} for s in mlp)
+    assert all(s["model_options"] == {} for s in logreg)
+
+
+# -- learning rates and budgets --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base, batch, rule, ref, expected", [
+    (0.1, 64, "none", 32, 0.1),
+    (0.1, 64, "linear", 32, 0.2),
+    (0.1, 8, "linear", 32, 0.025),
+    (0.001, 256, "linear", 1, 0.256),
+    (0.1, 128, "sqrt", 32, 0.2),
+    (0.1, 16, "sqrt", 32, 0.1 * math.sqrt(0.5)),
+    (0.5, 32, "sqrt", 32, 0.5),
+])
+def test_scale_lr_known_values(base, batch, rule, ref, expected):
+    value = grid.scale_lr(base, batch, rule, ref)
+    assert isinstance(value, float)
+    assert value == pytest.approx(expected, rel=1e-12)
+
+
+def test_expand_scales_lr_and_keeps_the_grid_value():
+    specs = expand(batch_sizes=[8, 32], learning_rates={"base": [0.01], "scaling": "sqrt", "reference_batch_size": 8})
+    by_batch = {s["batch_size"]: s for s in specs}
+    assert by_batch[8]["lr"] == pytest.approx(0.01)
+    assert by_batch[32]["lr"] == pytest.approx(0.02)
+    assert {s["lr_grid_value"] for s in specs} == {0.01}
+    assert {s["lr_reference_batch_size"] for s in specs} == {8}
+
+
+@pytest.mark.parametrize("budget, batch, n, steps", [
+    ({"steps": 5}, 32, 240, 5),
+    ({"steps": 5}, 1, 240, 5),
+    ({"epochs": 2}, 32, 240, 15),
+    ({"epochs": 1}, 7, 240, 34),  # 240 / 7 = 34.3
+    ({"epochs": 0.5}, 7, 240, 17),  # 120 / 7 = 17.1
+    ({"examples": 1000}, 64, 240, 16),  # 15.6
+    ({"examples": 10}, 64, 240, 1),  # at least one step
+    ({"epochs": 0.01}, 200, 240, 1),
+])
+def test_resolve_steps(budget, batch, n, steps):
+    assert grid.resolve_steps(budget, batch, n) == steps
+
+
+def test_expand_resolves_steps_from_the_training_set_size():
+    specs = expand(batch_sizes=[8, 48], budget={"epochs": 2})  # 240 training examples
+    assert {s["batch_size"]: s["steps"] for s in specs} == {8: 60, 48: 10}
+
+
+# -- run ids ---------------------------------------------------------------------------------------------
+
+
+def test_run_ids_are_deterministic_and_unique():
+    changes = dict(architectures=["logreg", "mlp"], batch_sizes=[8, 32], learning_rates=[0.1, 0.2], seeds=[0, 1])
+    a, b = expand(**changes), expand(**changes)
+    assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
+    assert len({s["run_id"] for s in a}) == len(a) == 16
+    for s in a:
+        assert s["run_id"] == grid.run_id(grid.without_id(s))
+
+
+def test_run_id_format():
+    spec = expand()[0]
+    assert re.fullmatch(r"mnist1d-mlp-b8-lr0\.05-s0-[0-9a-f]{10}", spec["run_id"])
+    assert spec["run_id"].endswith(grid.spec_hash(grid.without_id(spec))[:10])
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    else:
+        yield path, obj
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 0.5 + 0.125
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value + [0.75]
+    raise TypeError(value)
+
+
+def test_run_id_changes_when_any_spec_field_changes():
+    spec = grid.without_id(expand(
+        optimizer={"name": "sgd", "momentum": 0.9}, schedule={"kind": "step"},
+        overrides={"mlp": {"model_options": {"width": 8}}},
+    )[0])
+    base = grid.run_id(spec)
+    leaves = list(_leaves(spec))
+    assert len(leaves) >= 20
+    for path, value in leaves:
+        changed = copy.deepcopy(spec)
+        target = changed
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = _changed(value)
+        assert grid.run_id(changed) != base, f"changing {'.'.join(path)} kept the id"
+    # a new key (e.g. a new model option) changes it too
+    changed = copy.deepcopy(spec)
+    changed["model_options"]["depth"] = 1
+    assert grid.run_id(changed) != base
+
+
+def test_run_id_does_not_depend_on_key_order():
+    spec = grid.without_id(expand()[0])
+    reordered = dict(reversed(list(spec.items())))
+    reordered["optimizer"] = dict(reversed(list(spec["optimizer"].items())))
+    assert grid.run_id(reordered) == grid.run_id(spec)
+
+
+@pytest.mark.parametrize("as_int, as_float", [
+    ({"learning_rates": [1]}, {"learning_rates": [1.0]}),
+    ({"learning_rates": {"base": [1], "scaling": "sqrt"}}, {"learning_rates": {"base": [1.0], "scaling": "sqrt"}}),
+    ({"budget": {"epochs": 2}}, {"budget": {"epochs": 2.0}}),
+    ({"budget": {"steps": 12}}, {"budget": {"steps": 12.0}}),
+    ({"optimizer": {"momentum": 0}}, {"optimizer": {"momentum": 0.0}}),
+    ({"warmup": {"fraction": 0}}, {"warmup": {"fraction": 0.0}}),
+    ({"targets": [1]}, {"targets": [1.0]}),
+    ({"divergence": {"loss_factor": 10}}, {"divergence": {"loss_factor": 10.0}}),
+    ({"batch_sizes": [8]}, {"batch_sizes": [8.0]}),
+])
+def test_int_or_float_spelling_does_not_change_the_id(as_int, as_float):
+    a, b = expand(**as_int), expand(**as_float)
+    assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
+
+
+def test_unrelated_config_keys_do_not_change_ids():
+    a = expand()
+    b = expand(study="other", training={"pack_size": 1, "threads": 2}, evaluation={"points": 3, "batch_size": 7})
+    assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
+
+
+# -- packs -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_specs() -> list[dict]:
+    # two shape groups (batch 8 and 32) of 5 lrs x 2 seeds = 10 runs each, plus logreg: 40 runs
+    return tiny_specs(architectures=["mlp", "logreg"], learning_rates=[0.01, 0.02, 0.04, 0.08, 0.16], seeds=[0, 1])
+
+
+def test_packs_of_all_incomplete_runs(many_specs):
+    ids = {s["run_id"] for s in many_specs}
+    packs = grid.packs(many_specs, ids, 4)
+    assert len(packs) == 4 * 3  # four groups of 10 runs: chunks of 4, 4, 2
+    assert sorted(len(p.members) for p in packs) == [2] * 4 + [4] * 8
+    assert sorted(s["run_id"] for p in packs for s in p.members) == sorted(ids)
+    for p in packs:
+        keys = {grid.shape_key(s) for s in p.members}
+        assert len(keys) == 1
+        assert {s["steps"] for s in p.members} == {p.steps}
+
+
+def test_pack_names_are_unique_identifiers(many_specs):
+    packs = grid.packs(many_specs, {s["run_id"] for s in many_specs}, 3)
+    names = [p.name for p in packs]
+    assert len(set(names)) == len(names)
+    assert all(name.isidentifier() for name in names)
+    assert "mnist1d_mlp_b8_n12_p0" in names
+
+
+def test_pack_names_are_identifiers_whatever_the_names():
+    spec = {"dataset": "my-data.v2", "dataset_options": {}, "arch": "wide-mlp", "model_options": {},
+            "batch_size": 8, "steps": 3, "run_id": "x"}
+    (pack,) = grid.packs([spec], {"x"}, 2)
+    assert pack.name == "my_data_v2_wide_mlp_b8_n3_p0"
+    assert pack.name.isidentifier()
+
+
+@pytest.mark.parametrize("pack_size", [1, 3, 4, 16])
+def test_packs_hold_at_most_pack_size_members_and_only_incomplete_runs(many_specs, pack_size):
+    rng = random.Random(pack_size)
+    ids = sorted(s["run_id"] for s in many_specs)
+    incomplete = set(rng.sample(ids, 17))
+    packs = grid.packs(many_specs, incomplete, pack_size)
+    members = [s["run_id"] for p in packs for s in p.members]
+    assert all(0 < len(p.members) <= pack_size for p in packs)
+    assert sorted(members) == sorted(incomplete)  # each incomplete run in exactly one pack
+
+
+def test_nothing_to_train_gives_no_packs(many_specs):
+    assert grid.packs(many_specs, set(), 4) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pack_names_and_members_are_stable_whatever_else_is_complete(many_specs, seed):
+    full = {p.name: p for p in grid.packs(many_specs, {s["run_id"] for s in many_specs}, 4)}
+    rng = random.Random(seed)
+    incomplete = {s["run_id"] for s in many_specs if rng.random() < 0.5}
+    shuffled = list(many_specs)
+    rng.shuffle(shuffled)  # the order of the specs does not matter either
+    for p in grid.packs(shuffled, incomplete, 4):
+        assert p.name in full
+        assert [s["run_id"] for s in p.members] == [s["run_id"] for s in full[p.name].members if s["run_id"] in incomplete]
+
+
+def test_a_chunk_keeps_its_name_and_members_when_other_chunks_complete(many_specs):
+    full = grid.packs(many_specs, {s["run_id"] for s in many_specs}, 4)
+    keep = full[1]
+    incomplete = {s["run_id"] for s in keep.members}
+    (again,) = grid.packs(many_specs, incomplete, 4)
+    assert again == keep
+
+
+def test_runtime_minutes_grows_with_steps():
+    def pack(steps, n=1):
+        return grid.Pack("p", tuple({"steps": steps} for _ in range(n)), steps)
+
+    assert grid.runtime_minutes(pack(100), 0.002) == 5 + 1
+    assert grid.runtime_minutes(pack(1_000_000), 0.002) == 5 + 67
+    assert grid.runtime_minutes(pack(1_000_000, 2), 0.002) == 5 + 134
+    values = [grid.runtime_minutes(pack(s), 0.01) for s in (1, 10, 1000, 10_000, 100_000, 1_000_000)]
+    assert values == sorted(values) and values[-1] > values[0]
+
+
+def test_dataset_options_fills_defaults():
+    cfg = config.validate(copy.deepcopy(TINY))
+    assert grid.dataset_options(cfg, "mnist1d") == {"num_samples": 300, "seed": 42}
+    cfg = config.validate({**copy.deepcopy(TINY), "datasets": ["blobs"], "dataset_options": {}})
+    assert grid.dataset_options(cfg, "blobs")["n_train"] == 2000

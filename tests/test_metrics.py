@@ -1,0 +1,181 @@
+"""batchlab.metrics: steps to a target, gradient-norm statistics, divergence, distance from init, evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from batchlab import metrics
+
+# -- steps to target -------------------------------------------------------------------------------------
+
+
+def test_steps_to_target_reached():
+    steps, acc = [0, 10, 20, 30], [0.1, 0.4, 0.6, 0.7]
+    assert metrics.steps_to_target(steps, acc, 0.5) == 20.0
+    assert metrics.steps_to_target(steps, acc, 0.6) == 20.0  # reaching counts (>=)
+    assert metrics.steps_to_target(steps, acc, 0.05) == 0.0
+    assert isinstance(metrics.steps_to_target(steps, acc, 0.5), float)
+
+
+def test_steps_to_target_is_the_first_crossing():
+    assert metrics.steps_to_target([0, 5, 10, 15], [0.1, 0.8, 0.3, 0.9], 0.7) == 5.0
+
+
+def test_steps_to_target_not_reached_is_nan():
+    assert math.isnan(metrics.steps_to_target([0, 10], [0.1, 0.2], 0.5))
+    assert math.isnan(metrics.steps_to_target([], [], 0.5))
+
+
+def test_steps_to_target_skips_nan_and_none():
+    assert metrics.steps_to_target([0, 1, 2, 3], [math.nan, None, math.nan, 0.9], 0.5) == 3.0
+    assert math.isnan(metrics.steps_to_target([0, 1], [math.nan, math.nan], 0.0))
+
+
+def test_steps_to_target_lower_is_better():
+    losses = [2.3, 1.5, 0.9, 0.4]
+    assert metrics.steps_to_target([0, 1, 2, 3], losses, 1.0, higher_is_better=False) == 2.0
+    assert math.isnan(metrics.steps_to_target([0, 1, 2, 3], losses, 0.1, higher_is_better=False))
+
+
+def test_steps_to_target_accepts_pandas_series():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"step": [0, 4, 8], "test_acc": [0.1, 0.55, 0.9]})
+    assert metrics.steps_to_target(df["step"], df["test_acc"], 0.5) == 4.0
+
+
+# -- gradient-norm statistics ----------------------------------------------------------------------------
+
+
+def test_grad_norm_stats_known_values():
+    stats = metrics.grad_norm_stats([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert list(stats) == list(metrics.GRAD_STATS)
+    assert stats["grad_norm_mean"] == 3.0
+    assert stats["grad_norm_std"] == pytest.approx(math.sqrt(2.0))  # population standard deviation
+    assert stats["grad_norm_q10"] == pytest.approx(1.4)
+    assert stats["grad_norm_q50"] == 3.0
+    assert stats["grad_norm_q90"] == pytest.approx(4.6)
+    assert stats["grad_norm_max"] == 5.0
+    assert all(isinstance(v, float) for v in stats.values())
+
+
+def test_grad_norm_stats_single_value_and_empty():
+    stats = metrics.grad_norm_stats([2.5])
+    assert stats == {"grad_norm_mean": 2.5, "grad_norm_std": 0.0, "grad_norm_q10": 2.5, "grad_norm_q50": 2.5,
+                     "grad_norm_q90": 2.5, "grad_norm_max": 2.5}
+    empty = metrics.grad_norm_stats([])
+    assert list(empty) == list(metrics.GRAD_STATS) and all(math.isnan(v) for v in empty.values())
+
+
+# -- divergence ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss, initial, factor, expected", [
+    (math.nan, 2.3, 10.0, True),
+    (math.inf, 2.3, 10.0, True),
+    (-math.inf, 2.3, 10.0, True),
+    (2.3, 2.3, 10.0, False),
+    (22.9, 2.3, 10.0, False),
+    (23.0, 2.3, 10.0, False),  # equal to the threshold: not above it
+    (23.1, 2.3, 10.0, True),
+    (4.7, 2.3, 2.0, True),
+    (0.0, 2.3, 10.0, False),
+])
+def test_is_diverged(loss, initial, factor, expected):
+    assert metrics.is_diverged(loss, initial, factor) is expected
+
+
+# -- gradient norm and distance from initialization ------------------------------------------------------
+
+
+def test_grad_norm_equals_norm_of_concatenated_grads():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = torch.randn(11, 5), torch.randint(0, 3, (11,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    params = list(model.parameters())
+    manual = torch.cat([p.grad.reshape(-1) for p in params]).norm()
+    value = metrics.grad_norm(params)
+    assert value.ndim == 0
+    assert float(value) == pytest.approx(float(manual), rel=1e-6)
+    assert float(value) == pytest.approx(math.sqrt(sum(float((p.grad**2).sum()) for p in params)), rel=1e-6)
+
+
+def test_grad_norm_ignores_parameters_without_grad():
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    a.grad = torch.tensor([3.0, 0.0, 4.0])
+    assert float(metrics.grad_norm([a, b])) == pytest.approx(5.0)
+
+
+def test_flat_params_is_a_detached_copy_of_trainable_parameters():
+    model = nn.Linear(3, 2)  # 6 weights + 2 biases
+    model.bias.requires_grad_(False)
+    flat = metrics.flat_params(model)
+    assert flat.shape == (6,) and not flat.requires_grad
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not torch.equal(flat, metrics.flat_params(model))  # a copy, not a view
+
+
+def test_distance_from_init():
+    model = nn.Linear(2, 2)
+    w0 = metrics.flat_params(model)
+    assert metrics.distance(model, w0) == 0.0
+    with torch.no_grad():
+        model.weight.add_(torch.tensor([[3.0, 0.0], [0.0, 0.0]]))
+        model.bias.add_(torch.tensor([0.0, 4.0]))
+    assert metrics.distance(model, w0) == pytest.approx(5.0)
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+
+
+class FixedLogits(nn.Module):
+    """Returns the logits stored for each input index (inputs are the indices)."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.logits[x.long().reshape(-1)] + 0 * self.dummy
+
+
+def test_evaluate_known_outputs():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 5.0], [1.0, 3.0, 2.0]])
+    y = torch.tensor([0, 1, 2, 0, 1])
+    x = torch.arange(5).float()[:, None]
+    expected_loss = float(nn.functional.cross_entropy(logits, y))
+    model = FixedLogits(logits)
+    model.train()
+    for batch_size in (1, 2, 5, 1000):  # the chunking never changes the result
+        loss, acc = metrics.evaluate(model, x, y, batch_size)
+        assert loss == pytest.approx(expected_loss, rel=1e-6)
+        # predictions: 0, 1, 0 (tie -> first), 2, 1 -> correct at indices 0, 1, 4
+        assert acc == pytest.approx(3 / 5)
+    assert model.training  # the mode is restored
+
+
+def test_evaluate_restores_eval_mode_and_uses_eval_behaviour():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(4, 2))
+    model.eval()
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    first = metrics.evaluate(model, x, y, 3)
+    assert not model.training
+    model.train()
+    second = metrics.evaluate(model, x, y, 3)
+    assert first == second  # dropout off during evaluation, whatever the mode before
+    assert model.training
+
+
+def test_evaluate_perfect_classifier():
+    logits = torch.eye(4) * 100
+    loss, acc = metrics.evaluate(FixedLogits(logits), torch.arange(4).float(), torch.arange(4), 3)
+    assert acc == 1.0 and loss == pytest.approx(0.0, abs=1e-6)
+    assert np.isfinite(loss)

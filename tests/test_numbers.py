@@ -1,0 +1,296 @@
+"""batchlab.tables, batchlab.numbers and batchlab.paper: a tiny study trained into a run store, aggregated into
+tables, turned into LaTeX macros and claim verdicts; the paper build's error when latexmk is missing."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import stat
+
+import pandas as pd
+import pytest
+import torch
+
+from batchlab import models, numbers, paper, store, tables, train
+from batchlab.paper import PaperError
+
+from conftest import tiny_specs
+
+CHANGES = dict(
+    architectures=["logreg", "mlp"], batch_sizes=[8, 32, 128], seeds=[0, 1], budget={"steps": 15},
+    learning_rates={"base": [0.002, 0.02], "scaling": "linear"}, optimizer={"momentum": 0.9},
+    schedule={"kind": "cosine"}, targets=[0.12, 0.2], evaluation={"points": 3},
+)
+VERDICT = re.compile(r"holds( for all \d+ architectures| for \d+ of \d+ architectures \(not for .+\))?"
+                     r"|does not hold( for any of the \d+ architectures)?|cannot be tested on this study.*")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, mnist1d_tensors):
+    """24 complete runs (2 architectures x 3 batch sizes x 2 lrs x 2 seeds) in a run store."""
+    root = tmp_path_factory.mktemp("runs")
+    specs = tiny_specs(**CHANGES)
+    for spec in specs:
+        history, summary = train.train_run(spec, mnist1d_tensors, torch.device("cpu"))
+        store.write_run(root, spec, history, summary)
+    paths = [store.summary_path(root, s["run_id"]) for s in specs]
+    return root, specs, paths
+
+
+@pytest.fixture(scope="module")
+def aggregated(study):
+    return tables.aggregate(study[2])
+
+
+# -- tables ----------------------------------------------------------------------------------------------
+
+
+def test_flatten():
+    nested = {"a": {"b": 1, "c": [1, 2], "d": {"e": "x"}}, "f": None, "g": {}}
+    assert tables.flatten(nested) == {"a_b": 1, "a_c": "[1, 2]", "a_d_e": "x", "f": None}
+
+
+def test_runs_table_has_one_row_per_run(study, aggregated):
+    _, specs, _ = study
+    _, runs = aggregated
+    assert len(runs) == len(specs) == 24
+    assert runs["run_id"].tolist() == sorted(s["run_id"] for s in specs)
+
+
+def test_runs_table_has_every_spec_field_as_a_column(study, aggregated):
+    root, specs, _ = study
+    _, runs = aggregated
+    by_id = runs.set_index("run_id")
+    for spec in specs:
+        flat = tables.flatten(spec)
+        assert set(flat) - {"run_id"} <= set(runs.columns)
+        row = by_id.loc[spec["run_id"]]
+        for key, value in flat.items():
+            if key != "run_id":
+                assert row[key] == value, key
+    for column in ("optimizer_momentum", "optimizer_nesterov", "schedule_kind", "schedule_final_factor",
+                   "warmup_fraction", "budget_steps", "dataset_options_num_samples", "lr_grid_value", "targets"):
+        assert column in runs.columns
+    assert runs["targets"].unique().tolist() == ["[0.12, 0.2]"]
+
+
+def test_runs_table_has_summaries_and_derived_columns(study, aggregated):
+    root, specs, _ = study
+    _, runs = aggregated
+    for _, row in runs.iterrows():
+        summary = store.read_summary(root, row["run_id"])
+        assert row["final_test_acc"] == summary["final_test_acc"]
+        assert row["steps_done"] == summary["steps_done"]
+    assert runs["base_lr"].tolist() == pytest.approx((runs["lr"] / runs["batch_size"]).tolist())
+    assert runs["base_lr"].round(12).isin([0.002, 0.02]).all()  # linear scaling from reference batch size 1
+    assert runs["noise_temperature"].tolist() == pytest.approx((runs["lr"] / (runs["batch_size"] * 0.1)).tolist())
+    assert {"steps_to_acc_0.12", "steps_to_acc_0.2", "diverged", "final_dist_init", "device"} <= set(runs.columns)
+
+
+def test_history_has_one_row_per_evaluation(study, aggregated):
+    root, specs, _ = study
+    history, runs = aggregated
+    expected = {s["run_id"]: store.read_history(root, s["run_id"])["step"].tolist() for s in specs}
+    assert len(history) == sum(len(v) for v in expected.values())
+    for run_id, group in history.groupby("run_id"):
+        assert group["step"].tolist() == expected[run_id]
+    finished = runs.loc[~runs["diverged"], "run_id"]
+    assert len(finished) > 0
+    for run_id in finished:
+        assert expected[run_id] == [0, 5, 10, 15]  # eval_steps(15, 3)
+    for column in ("dataset", "arch", "batch_size", "lr", "base_lr", "seed", "diverged", "test_acc", "dist_init"):
+        assert column in history.columns
+    merged = history.drop_duplicates("run_id").set_index("run_id")
+    assert (merged.loc[runs["run_id"], "batch_size"].to_numpy() == runs["batch_size"].to_numpy()).all()
+
+
+def test_tables_write_round_trip(study, tmp_path):
+    tables.write(study[2], tmp_path / "t" / "history.parquet", tmp_path / "t" / "runs.parquet")
+    history, runs = tables.aggregate(study[2])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t" / "runs.parquet"), runs)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "t" / "history.parquet"), history)
+
+
+def test_aggregate_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no runs to aggregate"):
+        tables.aggregate([])
+
+
+# -- numbers: formatting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parts, expected", [
+    (("BestAcc", "cnn1d"), "BestAccCnnOneD"),
+    (("BestAcc", "mlp"), "BestAccMlp"),
+    (("AccSmallB", "cnn_bn"), "AccSmallBCnnBn"),
+    (("StableLargeB", "resnet_small"), "StableLargeBResnetSmall"),
+    (("NumRuns",), "NumRuns"),
+    (("b128",), "BOneTwoEight"),
+    (("x", "my-arch.v2"), "XMyArchVTwo"),
+])
+def test_macro_name(parts, expected):
+    name = numbers.macro_name(*parts)
+    assert name == expected
+    assert re.fullmatch(r"[A-Za-z]+", name)
+
+
+def test_formatting_helpers():
+    assert numbers.pct(0.1234) == "12.3"
+    assert numbers.pct(0.5, 0) == "50"
+    assert numbers.pct(math.nan) == numbers.pct(None) == "n/a"
+    assert numbers.num(2) == "2.00" and numbers.num(-0.456, ".1f") == "-0.5"
+    assert numbers.num(math.inf) == "n/a"
+    assert numbers.sci(1.5) == "1.5"
+    assert numbers.sci(0.00125) == "\\ensuremath{1.25\\times 10^{-3}}"
+    assert numbers.sci(2560.0) == "\\ensuremath{2.56\\times 10^{3}}"
+    assert numbers.sci(math.nan) == "n/a"
+
+
+@pytest.mark.parametrize("results, text", [
+    ({}, "cannot be tested on this study"),
+    ({"mlp": None, "cnn1d": None}, "cannot be tested on this study"),
+    ({"mlp": True}, "holds"),
+    ({"mlp": False}, "does not hold"),
+    ({"mlp": True, "cnn1d": None}, "holds"),
+    ({"logreg": True, "mlp": True, "cnn1d": True}, "holds for all 3 architectures"),
+    ({"logreg": False, "mlp": False}, "does not hold for any of the 2 architectures"),
+    ({"logreg": True, "mlp": False, "cnn1d": True}, "holds for 2 of 3 architectures (not for MLP)"),
+    ({"logreg": False, "mlp": False, "cnn1d": True}, "holds for 1 of 3 architectures (not for logistic regression, MLP)"),
+    ({"new_arch": False, "mlp": True}, "holds for 1 of 2 architectures (not for new_arch)"),
+])
+def test_verdict_texts(results, text):
+    assert numbers.verdict(results) == text
+    assert VERDICT.fullmatch(text)
+
+
+# -- numbers: compute ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def macros(aggregated):
+    history, runs = aggregated
+    return numbers.compute(runs, history, study="tiny_study")
+
+
+def test_compute_study_facts(macros, aggregated):
+    _, runs = aggregated
+    assert macros["StudyName"] == "tiny\\_study"
+    assert macros["DatasetName"] == "MNIST-1D"
+    assert macros["NumRuns"] == "24"
+    assert macros["NumDiverged"] == str(int(runs["diverged"].sum()))
+    assert macros["NumArchs"] == "2"
+    assert (macros["NumBatchSizes"], macros["MinBatch"], macros["MaxBatch"]) == ("3", "8", "128")
+    assert macros["NumLRs"] == "2" and macros["NumSeeds"] == "2"
+    assert macros["MinGridLR"] == numbers.sci(0.002) and macros["MaxGridLR"] == numbers.sci(0.02)
+    assert macros["NumEvals"] == "4"
+    assert macros["Budget"] == "15 steps"
+    assert macros["OptimizerText"] == "SGD with momentum 0.9"
+    assert macros["ScheduleText"] == "cosine decay of the learning rate"
+    assert (macros["TrainSize"], macros["TestSize"]) == ("240", "60")
+    assert macros["Device"] == "CPU"
+    assert macros["LRScaling"] == "linear"
+    assert macros["TorchVersion"] == torch.__version__.split("+")[0]
+
+
+def test_compute_has_macros_for_every_registered_architecture(macros):
+    stems = [name.removesuffix("Mlp") for name in macros if name.endswith("Mlp")]
+    assert {"BestAcc", "AccSmallB", "AccLargeB", "StableSmallB", "NumGridLRs", "StepsTarget", "AccCorr"} <= set(stems)
+    for arch in models.ARCHITECTURES:
+        for stem in stems:
+            assert numbers.macro_name(stem, arch) in macros, (stem, arch)
+    for arch in ("cnn1d", "cnn", "cnn_bn", "resnet_small"):  # not in this study
+        assert all(macros[numbers.macro_name(stem, arch)] == numbers.NA for stem in stems)
+    assert macros["NumGridLRsMlp"] == "2" and macros["NumGridLRsLogreg"] == "2"
+    assert macros["BestAccBatchMlp"] in {"8", "32", "128"}
+    assert all(re.fullmatch(r"[A-Za-z]+", name) for name in macros)
+
+
+def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
+    _, runs = aggregated
+    for arch, suffix in (("mlp", "Mlp"), ("logreg", "Logreg")):
+        sub = runs[runs["arch"] == arch]
+        cell_means = sub.groupby(["batch_size", "lr"])["final_test_acc"].mean()
+        assert float(macros[f"BestAcc{suffix}"]) == pytest.approx(100 * cell_means.max(), abs=0.051)
+
+
+def test_compute_claim_verdicts(macros):
+    claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
+    assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
+                           "ClaimSix", "ClaimSeven", "ClaimNine", "ClaimEleven"}
+    for name, text in claims.items():
+        assert VERDICT.fullmatch(text), (name, text)
+    assert macros["ClaimEleven"] == "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
+
+
+def test_compute_covers_a_newly_registered_architecture(monkeypatch, aggregated):
+    monkeypatch.setitem(models.ARCHITECTURES, "wide_mlp", models.Architecture(models.mlp, None))
+    history, runs = aggregated
+    values = numbers.compute(runs, history)
+    assert values["BestAccWideMlp"] == numbers.NA and values["StableLargeBWideMlp"] == numbers.NA
+
+
+def test_to_latex_and_write(macros, aggregated, tmp_path):
+    text = numbers.to_latex(macros)
+    lines = text.splitlines()
+    assert lines[0].startswith("%")
+    assert len(lines) == len(macros) + 1
+    assert "\\newcommand{\\NumRuns}{24}" in lines
+    assert all(re.fullmatch(r"\\newcommand\{\\[A-Za-z]+\}\{.*\}", line) for line in lines[1:])
+    history, runs = aggregated
+    numbers.write(runs, history, tmp_path / "paper" / "numbers.tex", study="tiny_study")
+    assert (tmp_path / "paper" / "numbers.tex").read_text() == text
+
+
+# -- paper -----------------------------------------------------------------------------------------------
+
+
+def paper_sources(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "paper.tex").write_text("\\documentclass{article}\\begin{document}x\\end{document}\n")
+    (src / "refs.bib").write_text("")
+    out = tmp_path / "out"
+    out.mkdir()
+    return src / "paper.tex", src / "refs.bib", out / "paper.pdf", tmp_path / "latex.log"
+
+
+def test_paper_build_without_latexmk_raises_with_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    tex, bib, pdf, log = paper_sources(tmp_path)
+    with pytest.raises(PaperError) as info:
+        paper.build(tex, bib, pdf, log)
+    msg = str(info.value)
+    assert msg == paper.INSTALL_HINT
+    assert msg.startswith("latexmk not found") and "apt-get install latexmk" in msg and "MacTeX" in msg
+    assert "\n" not in msg
+    assert log.read_text() == paper.INSTALL_HINT + "\n"
+    assert not pdf.exists()
+
+
+def fake_latexmk(tmp_path, body: str) -> str:
+    path = tmp_path / "bin" / "latexmk"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_paper_build_failure_names_the_logs(tmp_path, monkeypatch):
+    exe = fake_latexmk(tmp_path, "echo 'LaTeX Error' ; exit 12\n")
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: exe)
+    tex, bib, pdf, log = paper_sources(tmp_path)
+    with pytest.raises(PaperError, match=r"latexmk failed \(exit 12\)") as info:
+        paper.build(tex, bib, pdf, log)
+    assert str(log) in str(info.value)
+    assert "LaTeX Error" in log.read_text()
+
+
+def test_paper_build_copies_sources_and_produces_the_pdf(tmp_path, monkeypatch):
+    exe = fake_latexmk(tmp_path, 'for a in "$@"; do last="$a"; done\ntouch "${last%.tex}.pdf"\n')
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: exe)
+    tex, bib, pdf, log = paper_sources(tmp_path)
+    paper.build(tex, bib, pdf, log)
+    assert pdf.exists()
+    assert (pdf.parent / "paper.tex").read_text() == tex.read_text()
+    assert (pdf.parent / "refs.bib").exists()

@@ -1,0 +1,218 @@
+"""The workflow end to end: lint, dry runs, the smoke study (training, tables, papermill, numbers, PDF,
+report), partial reruns after config edits, and errors before any job starts."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from batchlab import config as study_config, grid, store, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, env: dict | None = None, timeout: int = 900):
+    """Run snakemake on batchlab's Snakefile in ``workdir``; a hang fails the test instead of CI."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def jobs_of(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The job-count table of a dry run: rule name -> count."""
+    counts = {}
+    for line in result.stdout.splitlines():
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s+(\d+)", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def edited(base: Path, target: Path, **changes) -> Path:
+    cfg = yaml.safe_load(base.read_text())
+    cfg.update(changes)
+    target.write_text(yaml.safe_dump(cfg))
+    return target
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    """The smoke study, run once to paper.pdf."""
+    work = tmp_path_factory.mktemp("smoke")
+    shutil.copy(SMOKE, work / "smoke.yaml")
+    result = snakemake(work, configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return work
+
+
+def smoke_specs(path: Path = SMOKE) -> list[dict]:
+    return grid.expand(study_config.load(path))
+
+
+def test_lint_is_clean(tmp_path):
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_dry_run_of_default_study_packs_every_run(tmp_path):
+    cfg = study_config.load(ROOT / "config.yaml")
+    specs = grid.expand(cfg)
+    packs = grid.packs(specs, {s["run_id"] for s in specs}, cfg["training"]["pack_size"])
+    result = snakemake(tmp_path, "-n")
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_of(result)
+    train_jobs = {k: v for k, v in jobs.items() if k.startswith("train_pack_")}
+    assert len(train_jobs) == len(packs)
+    assert sum(len(p.members) for p in packs) == len(specs) == 3 * 10 * 6 * 2
+    for rule in ("prepare_dataset", "aggregate_runs", "render_figures_learning_rate", "render_figures_batch_size",
+                 "write_numbers", "build_paper", "all"):
+        assert jobs.get(rule) == 1, rule
+
+
+def test_smoke_study_builds_everything(smoke):
+    specs = smoke_specs()
+    pdf = smoke / "paper" / "paper.pdf"
+    assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
+    for notebook in ("learning_rate", "batch_size"):
+        assert (smoke / "results" / "notebooks" / f"{notebook}.ipynb").exists()
+        assert "<html" in (smoke / "results" / "notebooks" / f"{notebook}.html").read_text()[:2000].lower()
+    for figure in ("accuracy_vs_base_lr", "heatmap", "best_lr", "learning_curves", "generalization_gap", "steps_to_target"):
+        assert (smoke / "paper" / "figures" / f"{figure}.pdf").stat().st_size > 1000
+        assert (smoke / "paper" / "figures" / f"{figure}.png").stat().st_size > 1000
+    runs = pd.read_parquet(smoke / "results" / "tables" / "runs.parquet")
+    history = pd.read_parquet(smoke / "results" / "tables" / "history.parquet")
+    assert sorted(runs["run_id"]) == sorted(s["run_id"] for s in specs)
+    rows = history.groupby("run_id").size()
+    diverged = set(runs.loc[runs["diverged"], "run_id"])
+    for s in specs:  # one row per evaluation: every scheduled one, or up to the divergence
+        expected = len(train.eval_steps(s["steps"], s["eval_points"]))
+        assert rows[s["run_id"]] <= expected + 1 if s["run_id"] in diverged else rows[s["run_id"]] == expected
+    for column in ("batch_size", "lr", "seed", "optimizer_momentum", "schedule_kind", "final_test_acc", "diverged"):
+        assert column in runs.columns
+    numbers = (smoke / "paper" / "numbers.tex").read_text()
+    assert re.search(r"\\newcommand\{\\BestAccCnnOneD\}\{\d+\.\d\}", numbers)
+    assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len(specs), numbers)
+    # a training job's log shows progress
+    log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
+    assert re.search(r"run 1/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)
+
+
+def test_training_is_deterministic_across_processes(smoke):
+    """A run retrained here gives bitwise the same history as the pipeline's job did (CPU)."""
+    spec = next(s for s in smoke_specs() if s["arch"] == "cnn1d" and s["batch_size"] == 8)
+    stored = store.read_history(smoke / "results" / "runs", spec["run_id"])
+    torch.set_num_threads(1)
+    from batchlab import data
+
+    tensors = train.to_tensors(data.load(smoke / "results" / "data" / "mnist1d.npz"), torch.device("cpu"))
+    history, _ = train.train_run(spec, tensors, torch.device("cpu"))
+    columns = [c for c in stored.columns if c != "wall_time"]
+    pd.testing.assert_frame_equal(history[columns], stored[columns], check_exact=True)
+
+
+def test_no_edit_means_nothing_to_do(smoke):
+    result = snakemake(smoke, "-n", configfile=smoke / "smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_adding_a_batch_size_trains_only_its_runs(smoke, tmp_path):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    config = edited(SMOKE, smoke / "more_b.yaml", batch_sizes=cfg["batch_sizes"] + [32])
+    result = snakemake(smoke, "-n", configfile=config)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_of(result)
+    trained = [k for k in jobs if k.startswith("train_pack_")]
+    assert trained and all("_b32_" in k for k in trained)
+    new = [s for s in smoke_specs(config) if s["batch_size"] == 32]
+    assert result.stdout.count("results/runs/") >= len(new)
+    assert all(s["run_id"] in result.stdout for s in new)
+    for rule in ("aggregate_runs", "render_figures_learning_rate", "write_numbers", "build_paper"):
+        assert rule in jobs
+
+
+def test_changing_one_architecture_budget_trains_only_its_runs(smoke):
+    config = edited(SMOKE, smoke / "mlp_budget.yaml", overrides={"mlp": {"budget": {"epochs": 3}}})
+    result = snakemake(smoke, "-n", configfile=config)
+    assert result.returncode == 0, result.stderr
+    trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
+    assert trained and all("_mlp_" in k for k in trained)
+    mlp_runs = [s for s in smoke_specs(config) if s["arch"] == "mlp"]
+    assert all(s["run_id"] in result.stdout for s in mlp_runs)
+
+
+def test_removing_a_learning_rate_trains_nothing_and_drops_it_from_the_tables(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    cfg = yaml.safe_load(SMOKE.read_text())
+    dropped = cfg["learning_rates"]["base"][-1]
+    lrs = dict(cfg["learning_rates"], base=cfg["learning_rates"]["base"][:-1])
+    config = edited(SMOKE, work / "fewer_lr.yaml", learning_rates=lrs)
+    dry = snakemake(work, "-n", configfile=config)
+    assert dry.returncode == 0, dry.stderr
+    jobs = jobs_of(dry)
+    assert not [k for k in jobs if k.startswith("train_pack_")] and "aggregate_runs" in jobs
+    result = snakemake(work, configfile=config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = pd.read_parquet(work / "results" / "tables" / "runs.parquet")
+    assert len(runs) == len(smoke_specs(config))
+    assert not (runs["lr_grid_value"] == dropped).any()
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"batch_sizes": [8, -4]}, ["batch_sizes[1]", "-4"]),
+        ({"architectures": ["mlp", "transformer"]}, ["architectures[1]", "transformer", "cnn1d"]),
+        ({"batch_size": [8]}, ["batch_size", "batch_sizes"]),
+        ({"batch_sizes": [8, 100000]}, ["batch_sizes[1]", "100000"]),
+        ({"datasets": ["mnist"], "dataset_options": {}, "architectures": ["mlp"]}, ["datasets[0]", "train-images-idx3-ubyte"]),
+    ],
+)
+def test_invalid_config_stops_before_any_job(tmp_path, change, words):
+    config = edited(SMOKE, tmp_path / "bad.yaml", **change)
+    result = snakemake(tmp_path, configfile=config)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "invalid config" in output
+    for word in words:
+        assert word in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "results").exists()
+
+
+def test_report_is_a_browsable_summary(smoke, tmp_path):
+    report = tmp_path / "report.html"
+    result = snakemake(smoke, "--report", str(report), configfile=smoke / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert report.stat().st_size > 10_000
+
+
+def test_without_latexmk_everything_but_the_paper_is_built(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    (work / "paper" / "paper.pdf").unlink()
+    (work / "paper" / "numbers.tex").unlink()
+    bin_dir = tmp_path / "bin"  # a PATH with the shell and Python but no LaTeX
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "env"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}")
+    result = snakemake(work, configfile=work / "smoke.yaml", env=env)
+    assert result.returncode != 0
+    assert "latexmk not found" in result.stdout + result.stderr
+    assert (work / "paper" / "numbers.tex").exists()
+    assert not (work / "paper" / "paper.pdf").exists()
