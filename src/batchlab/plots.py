@@ -71,9 +71,11 @@ def _batch_colors(batch_sizes) -> dict[int, tuple]:
 
 
 def _log2_axis(ax, values) -> None:
+    """Batch sizes on a log2 axis; with many of them, every other one is labelled so labels never collide."""
     ax.set_xscale("log", base=2)
     ticks = sorted(set(int(v) for v in values))
-    ax.set_xticks(ticks, [str(t) for t in ticks], rotation=0)
+    step = 1 if len(ticks) <= 6 else 2
+    ax.set_xticks(ticks, [str(t) if i % step == 0 else "" for i, t in enumerate(ticks)])
     ax.minorticks_off()
 
 
