@@ -62,9 +62,17 @@ def verdict(results: dict[str, bool | None]) -> str:
 
 
 def _describe_budget(runs: pd.DataFrame) -> str:
+    """The training budget in words: '10 epochs', or '10 epochs (4 for logistic regression)' when an
+    architecture has its own."""
     cols = [c for c in runs.columns if c.startswith("budget_")]
-    parts = sorted({f"{runs[c].dropna().iloc[0]:g} {c.removeprefix('budget_')}" for c in cols if runs[c].notna().any()})
-    return " / ".join(parts)
+
+    def words(row) -> str:
+        return " and ".join(f"{row[c]:g} {c.removeprefix('budget_')}" for c in cols if pd.notna(row[c]))
+
+    per_arch = {arch: words(group.iloc[0]) for arch, group in runs.groupby("arch", sort=False)}
+    common = pd.Series(list(per_arch.values())).mode().iloc[0]
+    others = [f"{b} for {plots.ARCH_LABELS.get(a, a)}" for a, b in per_arch.items() if b != common]
+    return common + (f" ({'; '.join(others)})" if others else "")
 
 
 def _describe_optimizer(runs: pd.DataFrame) -> str:

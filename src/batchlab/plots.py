@@ -79,6 +79,12 @@ def _log2_axis(ax, values) -> None:
     ax.minorticks_off()
 
 
+def _lr_label(value: float) -> str:
+    """A grid learning rate as a tick label: powers of two as 2^k, anything else with 2 significant digits."""
+    exponent = np.log2(value)
+    return f"$2^{{{int(round(exponent))}}}$" if abs(exponent - round(exponent)) < 1e-9 else f"{value:.2g}"
+
+
 def _lr_axis_label(runs: pd.DataFrame) -> str:
     rule = runs["lr_scaling"].iloc[0]
     ref = int(runs["lr_reference_batch_size"].iloc[0])
@@ -128,7 +134,9 @@ def heatmap(runs: pd.DataFrame) -> plt.Figure:
                 else:
                     v = 100 * grid.values[i, j]
                     ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v < 60 else "black")
-        ax.set_xticks(range(grid.shape[1]), [f"{v:.2g}" for v in grid.columns], rotation=60)
+        labels = [_lr_label(v) for v in grid.columns]
+        long = any(not label.startswith("$") for label in labels) and len(labels) > 4
+        ax.set_xticks(range(grid.shape[1]), labels, rotation=60 if long else 0)
         ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index])
         ax.set_xlabel(_lr_axis_label(runs))
         ax.set_ylabel("batch size B")
