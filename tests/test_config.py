@@ -7,6 +7,7 @@ import copy
 import re
 
 import pytest
+import yaml
 
 from batchlab import config, data, models
 from batchlab.config import ConfigError
@@ -41,10 +42,19 @@ def test_shipped_configs_validate_with_defaults_filled(path):
     assert cfg["evaluation"]["batch_size"] == 1000
     assert cfg["divergence"] == {"loss_factor": 10.0}
     assert cfg["precision"] == "fp32"
-    assert cfg["overrides"] == {}
+    assert set(cfg["overrides"]) <= set(cfg["architectures"])
     assert cfg["data_dir"] == "data"
     assert set(cfg["training"]) == {"pack_size", "device", "threads", "gpu", "mem_mb", "seconds_per_step"}
     assert cfg["learning_rates"]["scaling"] == "linear" and cfg["learning_rates"]["reference_batch_size"] == 1
+
+
+def test_overrides_default_to_none_and_keep_their_own_defaults():
+    assert config.load(ROOT / "configs/smoke.yaml")["overrides"] == {}
+    cfg = config.validate({**yaml.safe_load((ROOT / "configs/smoke.yaml").read_text()),
+                           "overrides": {"mlp": {"optimizer": {"name": "adam"}}}})
+    assert cfg["overrides"]["mlp"]["optimizer"] == {"name": "adam", "momentum": 0.0, "nesterov": False,
+                                                    "weight_decay": 0.0, "betas": [0.9, 0.999]}
+    assert "budget" not in cfg["overrides"]["mlp"]  # only the keys given are overridden
 
 
 def test_smoke_config_keeps_its_own_values_over_defaults():

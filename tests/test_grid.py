@@ -38,14 +38,13 @@ def test_expand_specs_are_fully_resolved():
     assert set(spec) == {
         "version", "dataset", "dataset_options", "arch", "model_options", "batch_size", "lr", "lr_grid_value",
         "lr_scaling", "lr_reference_batch_size", "steps", "budget", "optimizer", "warmup", "schedule", "seed",
-        "eval_points", "targets", "divergence_loss_factor", "precision", "run_id",
+        "eval_points", "divergence_loss_factor", "precision", "run_id",
     }
     assert spec["version"] == grid.TRAINING_VERSION
     assert spec["dataset_options"] == {"num_samples": 300, "seed": 42}
     assert spec["optimizer"] == {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}
     assert spec["schedule"] == {"kind": "constant"}
     assert spec["warmup"] == {"fraction": 0.0, "start_factor": 0.03125}
-    assert spec["targets"] == [0.15, 0.5]
     assert spec["eval_points"] == 3
     assert spec["divergence_loss_factor"] == 10.0
 
@@ -202,7 +201,6 @@ def test_run_id_does_not_depend_on_key_order():
     ({"budget": {"steps": 12}}, {"budget": {"steps": 12.0}}),
     ({"optimizer": {"momentum": 0}}, {"optimizer": {"momentum": 0.0}}),
     ({"warmup": {"fraction": 0}}, {"warmup": {"fraction": 0.0}}),
-    ({"targets": [1]}, {"targets": [1.0]}),
     ({"divergence": {"loss_factor": 10}}, {"divergence": {"loss_factor": 10.0}}),
     ({"batch_sizes": [8]}, {"batch_sizes": [8.0]}),
 ])
@@ -215,6 +213,15 @@ def test_unrelated_config_keys_do_not_change_ids():
     a = expand()
     b = expand(study="other", training={"pack_size": 1, "threads": 2}, evaluation={"points": 3, "batch_size": 7})
     assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
+
+
+def test_targets_are_analysis_not_training():
+    """Targets are read off the history when tabulating: changing them retrains nothing."""
+    a, b = expand(targets=[0.3]), expand(targets=[0.5, 0.9], overrides={"mlp": {"targets": [0.2]}})
+    assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
+    cfg = config.validate({**TINY, "architectures": ["logreg", "mlp"], "targets": [0.5, 0.3],
+                           "overrides": {"mlp": {"targets": [0.2]}}})
+    assert grid.targets(cfg) == {"logreg": [0.3, 0.5], "mlp": [0.2]}
 
 
 # -- packs -----------------------------------------------------------------------------------------------

@@ -154,6 +154,15 @@ def test_changing_one_architecture_budget_trains_only_its_runs(smoke):
     assert all(s["run_id"] in result.stdout for s in mlp_runs)
 
 
+def test_changing_targets_retabulates_without_training(smoke):
+    config = edited(SMOKE, smoke / "targets.yaml", targets=[0.25])
+    result = snakemake(smoke, "-n", configfile=config)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_of(result)
+    assert not [k for k in jobs if k.startswith("train_pack_")]
+    assert "aggregate_runs" in jobs and "build_paper" in jobs
+
+
 def test_removing_a_learning_rate_trains_nothing_and_drops_it_from_the_tables(smoke, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(smoke, work, symlinks=True)

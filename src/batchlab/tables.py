@@ -9,7 +9,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from batchlab import store
+from batchlab import metrics, store
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -36,8 +36,16 @@ def run_row(spec: dict, summary: dict) -> dict:
     return row
 
 
-def aggregate(summary_paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the runs whose ``summary.json`` paths are given; return ``(history, runs)``."""
+def steps_to_targets(history: pd.DataFrame, targets: Iterable[float]) -> dict[str, float]:
+    """``steps_to_acc_<t>``: the first evaluated step at which test accuracy reached ``t`` (NaN if never)."""
+    return {f"steps_to_acc_{t:g}": metrics.steps_to_target(history["step"], history["test_acc"], t) for t in targets}
+
+
+def aggregate(summary_paths: Iterable[str | Path], targets: dict[str, list[float]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the runs whose ``summary.json`` paths are given; return ``(history, runs)``. ``targets`` maps an
+    architecture to its target test accuracies: steps to each are read off the run's history."""
+    targets = targets or {}
+    all_targets = sorted({t for ts in targets.values() for t in ts})
     histories, rows = [], []
     for path in summary_paths:
         folder = Path(path).parent
@@ -46,7 +54,10 @@ def aggregate(summary_paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
         history = pd.read_parquet(folder / store.HISTORY)
         history.insert(0, "run_id", spec["run_id"])
         histories.append(history)
-        rows.append(run_row(spec, summary))
+        row = run_row(spec, summary)
+        reached = steps_to_targets(history, targets.get(spec["arch"], []))
+        row.update({f"steps_to_acc_{t:g}": reached.get(f"steps_to_acc_{t:g}", float("nan")) for t in all_targets})
+        rows.append(row)
     if not rows:
         raise ValueError("no runs to aggregate")
     runs = pd.DataFrame(rows).sort_values("run_id", kind="stable").reset_index(drop=True)
@@ -56,8 +67,9 @@ def aggregate(summary_paths: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.Dat
     return history, runs
 
 
-def write(summary_paths: Iterable[str | Path], history_path: str | Path, runs_path: str | Path) -> None:
-    history, runs = aggregate(summary_paths)
+def write(summary_paths: Iterable[str | Path], history_path: str | Path, runs_path: str | Path,
+          targets: dict[str, list[float]] | None = None) -> None:
+    history, runs = aggregate(summary_paths, targets)
     for df, path in ((history, history_path), (runs, runs_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(path, index=False)

@@ -182,7 +182,6 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
         "min_test_loss": float(history["test_loss"].min()),
         "gap_acc": final["train_acc"] - final["test_acc"],
         "gap_loss": final["test_loss"] - final["train_loss"],
-        **{f"steps_to_acc_{t:g}": metrics.steps_to_target(history["step"], history["test_acc"], t) for t in spec["targets"]},
         "samples_per_s": step * batch_size / train_time if train_time > 0 else math.nan,
         "train_seconds": train_time,
         "wall_seconds": time.perf_counter() - start,

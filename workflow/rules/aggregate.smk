@@ -10,5 +10,7 @@ rule aggregate_runs:
         "results/benchmarks/aggregate_runs.tsv"
     conda:
         "../../envs/analysis.yaml"
+    params:
+        targets=grid.targets(STUDY),
     script:
         "../scripts/aggregate_runs.py"

@@ -4,5 +4,10 @@ from batchlab.train import setup_logging
 import logging
 
 setup_logging(snakemake.log[0])
-tables.write(snakemake.input.summaries, snakemake.output.history, snakemake.output.runs)
+tables.write(
+    snakemake.input.summaries,
+    snakemake.output.history,
+    snakemake.output.runs,
+    targets=snakemake.params.targets,
+)
 logging.getLogger("batchlab.tables").info("aggregated %d runs", len(snakemake.input.summaries))
