@@ -79,6 +79,20 @@ def _log2_axis(ax, values) -> None:
     ax.minorticks_off()
 
 
+def _legend(fig: plt.Figure, axes: dict, extra: list[tuple] | tuple = ()) -> None:
+    """One legend right of the panels: every panel's entries once, then ``extra`` (handle, label) pairs."""
+    handles, labels = [], []
+    for ax in axes.values():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    for handle, label in extra:
+        handles.append(handle)
+        labels.append(label)
+    fig.legend(handles, labels, loc="outside right center")
+
+
 def _lr_label(value: float) -> str:
     """A grid learning rate as a tick label: powers of two as 2^k, anything else with 2 significant digits."""
     exponent = np.log2(value)
@@ -108,10 +122,7 @@ def accuracy_vs_base_lr(runs: pd.DataFrame) -> plt.Figure:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("base learning rate lr / B")
         ax.set_ylabel("test accuracy (%)")
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], ls="", marker="x", color="crimson", mew=1.2))
-    labels.append("diverged")
-    fig.legend(handles, labels, loc="outside right center")
+    _legend(fig, axes, [(plt.Line2D([], [], ls="", marker="x", color="crimson", mew=1.2), "diverged")])
     return fig
 
 
@@ -158,8 +169,7 @@ def learning_curves(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
             ax.plot(curve.index, 100 * curve.values, color=colors[int(row["batch_size"])], label=f"B={int(row['batch_size'])}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    _legend(fig, axes)
     return fig
 
 
@@ -179,10 +189,7 @@ def generalization_gap(runs: pd.DataFrame) -> plt.Figure:
         _log2_axis(ax, cells["batch_size"])
         ax.set_xlabel("batch size B")
         ax.set_ylabel("train − test accuracy (points)")
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], color="0.7", lw=0.8))
-    labels.append("one grid lr")
-    fig.legend(handles, labels, loc="outside right center")
+    _legend(fig, axes, [(plt.Line2D([], [], color="0.7", lw=0.8), "one grid lr")])
     return fig
 
 
@@ -201,8 +208,7 @@ def best_lr(runs: pd.DataFrame) -> plt.Figure:
         _log2_axis(ax, x)
         ax.set_xlabel("batch size B")
         ax.set_ylabel("best learning rate")
-    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center")
+    _legend(fig, axes)
     return fig
 
 
@@ -232,15 +238,7 @@ def steps_to_target(runs: pd.DataFrame) -> plt.Figure:
         _log2_axis(ax, sub["batch_size"])
         ax.set_xlabel("batch size B")
         ax.set_ylabel("steps to target")
-    handles, labels = [], []
-    for ax in axes.values():
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels:
-                handles.append(h)
-                labels.append(l)
-    handles.append(plt.Line2D([], [], ls="--", color="0.4", lw=0.7))
-    labels.append("perfect scaling (slope −1)")
-    fig.legend(handles, labels, loc="outside right center")
+    _legend(fig, axes, [(plt.Line2D([], [], ls="--", color="0.4", lw=0.7), "perfect scaling (slope −1)")])
     return fig
 
 
