@@ -216,6 +216,9 @@ def to_latex(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study") -> None:
+def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study") -> dict[str, str]:
+    """Compute every macro and write them to ``path``; return them."""
+    values = compute(runs, history, study)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(to_latex(compute(runs, history, study)))
+    Path(path).write_text(to_latex(values))
+    return values

@@ -1,11 +1,16 @@
 # Write paper/numbers.tex from the tables (see batchlab.numbers).
+import logging
+
 import pandas as pd
 
 from batchlab import numbers
+from batchlab.train import setup_logging
 
-numbers.write(
+setup_logging(snakemake.log[0])
+values = numbers.write(
     pd.read_parquet(snakemake.input.runs),
     pd.read_parquet(snakemake.input.history),
     snakemake.output[0],
     study=snakemake.params.study,
 )
+logging.getLogger("batchlab.numbers").info("wrote %d macros to %s", len(values), snakemake.output[0])
