@@ -254,3 +254,11 @@ def test_pick_device_cpu():
 def test_spec_run_id_matches_grid(mnist1d_tensors):
     (spec,) = tiny_specs(batch_sizes=[8])
     assert spec["run_id"] == grid.run_id(grid.without_id(spec))
+
+
+def test_evaluation_batch_size_bounds_memory_not_results(mnist1d_tensors):
+    spec = tiny_specs()[0]
+    a, _ = train.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=1000)
+    b, _ = train.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=7)
+    assert a["test_acc"].tolist() == b["test_acc"].tolist() and a["train_acc"].tolist() == b["train_acc"].tolist()
+    assert b["test_loss"].tolist() == pytest.approx(a["test_loss"].tolist(), rel=1e-5)

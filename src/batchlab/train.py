@@ -93,8 +93,10 @@ def _use_onednn(device: torch.device, batch_size: int) -> bool:
     return not (device.type == "cpu" and batch_size < 32)
 
 
-def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device, progress=None) -> tuple[pd.DataFrame, dict]:
-    """Train one run; return its history (one row per evaluation) and its summary."""
+def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
+              eval_batch_size: int = 1000) -> tuple[pd.DataFrame, dict]:
+    """Train one run; return its history (one row per evaluation) and its summary. ``eval_batch_size`` only
+    bounds the memory of evaluation; ``progress(step, total, train_loss, test_acc)`` is called at each one."""
     x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     n_classes = data.num_classes(spec["dataset"], spec["dataset_options"])
     total, batch_size = spec["steps"], spec["batch_size"]
@@ -110,7 +112,6 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
     w0 = metrics.flat_params(model)
     params = [p for p in model.parameters() if p.requires_grad]  # listed once: model.parameters() walks modules
     evals = set(eval_steps(total, spec["eval_points"]))
-    eval_bs = 1000
 
     rows, norms = [], []
     initial_loss, diverged_at, train_time = None, None, 0.0
@@ -121,8 +122,8 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
         # evaluate at the scheduled steps (and at divergence)
         if step in evals or diverged_at is not None:
             torch.backends.mkldnn.enabled = onednn_default
-            train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_bs)
-            test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_bs)
+            train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
+            test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
             rows.append({
                 "step": step, "epoch": step * batch_size / len(x_train), "examples": step * batch_size,
                 "current_lr": spec["lr"] * lr_factor(max(step - 1, 0), total, spec["warmup"], spec["schedule"]),
@@ -200,7 +201,8 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str = "auto", threads: int = 1) -> None:
+def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str = "auto", threads: int = 1,
+               eval_batch_size: int = 1000) -> None:
     """Train the runs of one pack one after another; each is written to the run store when it finishes."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -225,7 +227,7 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
                 loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
             )
 
-        history, summary = train_run(spec, tensors, dev, progress)
+        history, summary = train_run(spec, tensors, dev, progress, eval_batch_size)
         store.write_run(runs_root, spec, history, summary)
         done_steps += spec["steps"]
         state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"

@@ -28,5 +28,6 @@ for pack in PACKS:
         params:
             specs=list(pack.members),
             device=TRAINING["device"],
+            eval_batch_size=STUDY["evaluation"]["batch_size"],
         script:
             "../scripts/train_pack.py"

@@ -10,4 +10,5 @@ train_pack(
     Path(snakemake.output.summaries[0]).parents[1],  # results/runs/<id>/summary.json
     device=snakemake.params.device,
     threads=snakemake.threads,
+    eval_batch_size=snakemake.params.eval_batch_size,
 )
