@@ -150,7 +150,7 @@ def test_formatting_helpers():
     assert numbers.pct(0.1234) == "12.3"
     assert numbers.pct(0.5, 0) == "50"
     assert numbers.pct(math.nan) == numbers.pct(None) == "n/a"
-    assert numbers.num(2) == "2.00" and numbers.num(-0.456, ".1f") == "-0.5"
+    assert numbers.num(2) == "2.00" and numbers.num(-0.456, ".1f") == "\\ensuremath{-0.5}"  # a minus sign
     assert numbers.num(math.inf) == "n/a"
     assert numbers.sci(1.5) == "1.5"
     assert numbers.sci(0.00125) == "\\ensuremath{1.25\\times 10^{-3}}"

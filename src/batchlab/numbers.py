@@ -34,7 +34,11 @@ def pct(x: float, digits: int = 1) -> str:
 
 
 def num(x: float, fmt: str = ".2f") -> str:
-    return NA if x is None or not math.isfinite(float(x)) else format(float(x), fmt)
+    """A number for the text; negative ones in math mode, so the sign is a minus, not a hyphen."""
+    if x is None or not math.isfinite(float(x)):
+        return NA
+    text = format(float(x), fmt)
+    return f"\\ensuremath{{{text}}}" if text.startswith("-") else text
 
 
 def sci(x: float) -> str:
