@@ -95,7 +95,7 @@ def expand(config: dict) -> list[dict]:
     """Every run of a validated config as a fully resolved spec (a plain, JSON-ready dict)."""
     specs = []
     for dataset in config["datasets"]:
-        options = data.resolve_options(dataset, config["dataset_options"].get(dataset))
+        options = dataset_options(config, dataset)
         n_train = data.DATASETS[dataset].train_size(options)
         for arch in config["architectures"]:
             s = arch_settings(config, arch)

@@ -55,8 +55,8 @@ def aggregate(summary_paths: Iterable[str | Path], targets: dict[str, list[float
         history.insert(0, "run_id", spec["run_id"])
         histories.append(history)
         row = run_row(spec, summary)
-        reached = steps_to_targets(history, targets.get(spec["arch"], []))
-        row.update({f"steps_to_acc_{t:g}": reached.get(f"steps_to_acc_{t:g}", float("nan")) for t in all_targets})
+        row.update({f"steps_to_acc_{t:g}": float("nan") for t in all_targets})  # targets of other architectures
+        row.update(steps_to_targets(history, targets.get(spec["arch"], [])))
         rows.append(row)
     if not rows:
         raise ValueError("no runs to aggregate")

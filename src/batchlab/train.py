@@ -11,7 +11,6 @@ import logging
 import math
 import platform
 import resource
-import sys
 import time
 from contextlib import nullcontext
 
@@ -233,14 +232,3 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
         state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
         log.info("run %d/%d %s finished: %s, %.0f samples/s", k, len(specs), spec["run_id"], state, summary["samples_per_s"])
     log.info("pack finished in %s", _fmt_seconds(time.perf_counter() - t_start))
-
-
-def setup_logging(path: str | None = None) -> None:
-    """Log every event to ``path`` (a rule's log file: follow it with ``tail -f``) and all but the per-evaluation
-    progress lines to stderr, so parallel jobs keep the console readable."""
-    console = logging.StreamHandler(sys.stderr)
-    console.addFilter(lambda record: not getattr(record, "progress", False) or not path)
-    handlers: list[logging.Handler] = [console]
-    if path:
-        handlers.append(logging.FileHandler(path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)

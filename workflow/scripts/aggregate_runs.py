@@ -1,6 +1,6 @@
 # Aggregate the runs of the current config into tidy tables (see batchlab.tables).
 from batchlab import tables
-from batchlab.train import setup_logging
+from batchlab.logs import setup_logging
 import logging
 
 setup_logging(snakemake.log[0])

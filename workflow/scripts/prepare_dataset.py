@@ -1,6 +1,6 @@
 # Prepare one dataset into results/data/<name>.npz (see batchlab.data).
 from batchlab import data
-from batchlab.train import setup_logging
+from batchlab.logs import setup_logging
 import logging
 
 setup_logging(snakemake.log[0])

@@ -1,7 +1,8 @@
 # Train the runs of one pack (see batchlab.train.train_pack).
 from pathlib import Path
 
-from batchlab.train import setup_logging, train_pack
+from batchlab.logs import setup_logging
+from batchlab.train import train_pack
 
 setup_logging(snakemake.log[0])
 train_pack(

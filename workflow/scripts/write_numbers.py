@@ -4,7 +4,7 @@ import logging
 import pandas as pd
 
 from batchlab import numbers
-from batchlab.train import setup_logging
+from batchlab.logs import setup_logging
 
 setup_logging(snakemake.log[0])
 values = numbers.write(
