@@ -307,6 +307,23 @@ def test_runtime_minutes_grows_with_steps():
     assert values == sorted(values) and values[-1] > values[0]
 
 
+def test_retries_ask_for_more_time_and_memory():
+    pack = grid.Pack("p", tuple({"steps": 1000} for _ in range(4)), 1000)
+    assert grid.runtime_minutes(pack, 0.01, attempt=2) == 2 * grid.runtime_minutes(pack, 0.01)
+    assert grid.mem_mb(pack, 100.0, attempt=3) == 3 * grid.mem_mb(pack, 100.0)
+    assert grid.mem_mb(pack, 100.0, configured=16000, attempt=2) == 32000
+
+
+def test_memory_estimate_grows_with_dataset_and_pack():
+    def pack(n):
+        return grid.Pack("p", tuple({"steps": 10} for _ in range(n)), 10)
+
+    assert grid.mem_mb(pack(1), 0.0) == 2100
+    assert grid.mem_mb(pack(4), 737.0) == 2000 + 3 * 737 + 400  # CIFAR-10 as float32, a pack of 4
+    assert grid.mem_mb(pack(8), 10.0) > grid.mem_mb(pack(4), 10.0) > grid.mem_mb(pack(4), 1.0)
+    assert grid.mem_mb(pack(8), 10.0, configured=500) == 500
+
+
 def test_dataset_options_fills_defaults():
     cfg = config.validate(copy.deepcopy(TINY))
     assert grid.dataset_options(cfg, "mnist1d") == {"num_samples": 300, "seed": 42}

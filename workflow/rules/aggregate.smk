@@ -8,8 +8,11 @@ rule aggregate_runs:
         "logs/aggregate_runs.log",
     benchmark:
         "results/benchmarks/aggregate_runs.tsv"
+    localrule: LIGHT_LOCAL
     conda:
         "../../envs/analysis.yaml"
+    resources:
+        **LIGHT_RESOURCES,
     params:
         targets=grid.targets(STUDY),
     script:

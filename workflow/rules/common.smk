@@ -38,6 +38,13 @@ wildcard_constraints:
     dataset="|".join(STUDY["datasets"]),
 
 
+# Light jobs (data preparation, tables, notebooks, numbers, paper): run where snakemake runs (the login
+# node under a cluster executor) unless the config submits them, and never ask for a GPU (nor a GPU type,
+# which the SLURM plugin would otherwise pass on as --gpus=<type>:0).
+LIGHT_LOCAL = STUDY["cluster"]["local_light_rules"]
+LIGHT_RESOURCES = dict(mem_mb=2000, runtime=30, gpu=0, gpu_model="")
+
+
 def source(path):
     """A file of the batchlab source tree (the working directory may be elsewhere)."""
     return str(Path(workflow.basedir) / path)

@@ -3,8 +3,11 @@ rule prepare_dataset:
         "results/data/{dataset}.npz",
     log:
         "logs/prepare_dataset/{dataset}.log",
+    localrule: LIGHT_LOCAL
     conda:
         "../../envs/train.yaml"
+    resources:
+        **LIGHT_RESOURCES,
     params:
         options=lambda w: grid.dataset_options(STUDY, w.dataset),
         data_dir=STUDY["data_dir"],

@@ -31,7 +31,10 @@ for notebook, figures in NOTEBOOKS.items():
             ],
         log:
             f"logs/render_figures/{notebook}.log",
+        localrule: LIGHT_LOCAL
         conda:
             "../../envs/analysis.yaml"
+        resources:
+            **LIGHT_RESOURCES,
         script:
             "../scripts/run_notebook.py"

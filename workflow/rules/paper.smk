@@ -10,8 +10,11 @@ rule write_numbers:
         "paper/numbers.tex",
     log:
         "logs/write_numbers.log",
+    localrule: LIGHT_LOCAL
     conda:
         "../../envs/analysis.yaml"
+    resources:
+        **LIGHT_RESOURCES,
     params:
         study=STUDY["study"],
     script:
@@ -28,7 +31,10 @@ rule build_paper:
         "paper/paper.pdf",
     log:
         "logs/build_paper.log",
+    localrule: LIGHT_LOCAL
     conda:
         "../../envs/analysis.yaml"
+    resources:
+        **LIGHT_RESOURCES,
     script:
         "../scripts/build_paper.py"

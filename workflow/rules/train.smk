@@ -2,6 +2,31 @@
 # complete. A run already in results/runs/ is never trained again, so an edit of the config trains only
 # the runs it adds or changes.
 TRAINING = STUDY["training"]
+# Packs submitted together as one cluster job (profiles/slurm, BATCHLAB_PACKS_PER_JOB): they form the group
+# "train", which the profile cuts into components of that many packs. Ungrouped by default, because
+# Snakemake reports a failed group without the executor's message (sbatch's error, the SLURM state).
+# Read from the environment, which SLURM passes on to the job, so its own parse agrees.
+TRAIN_GROUP = (
+    "train" if int(os.environ.get("BATCHLAB_PACKS_PER_JOB", "1")) > 1 else None
+)
+
+
+def train_resources(pack):
+    """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
+    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
+    """
+    resources = dict(
+        mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
+            pack, input.size_mb, TRAINING["mem_mb"], attempt
+        ),
+        runtime=lambda wildcards, attempt: grid.runtime_minutes(
+            pack, TRAINING["seconds_per_step"], attempt
+        ),
+    )
+    if TRAINING["gpu"] is not None:
+        resources["gpu"] = TRAINING["gpu"]
+    return resources
+
 
 for pack in PACKS:
 
@@ -18,13 +43,13 @@ for pack in PACKS:
             f"results/benchmarks/train_pack/{pack.name}.tsv"
         # longest packs first, so the last job to finish is a short one
         priority: sum(spec["steps"] for spec in pack.members)
+        group:
+            TRAIN_GROUP
         conda:
             "../../envs/train.yaml"
         threads: TRAINING["threads"]
         resources:
-            mem_mb=TRAINING["mem_mb"],
-            runtime=grid.runtime_minutes(pack, TRAINING["seconds_per_step"]),
-            gpu=TRAINING["gpu"],
+            **train_resources(pack),
         params:
             specs=list(pack.members),
             device=TRAINING["device"],
