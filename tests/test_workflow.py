@@ -217,7 +217,7 @@ def test_without_latexmk_everything_but_the_paper_is_built(smoke, tmp_path):
     (work / "paper" / "numbers.tex").unlink()
     bin_dir = tmp_path / "bin"  # a PATH with the shell and Python but no LaTeX
     bin_dir.mkdir()
-    for tool in ("bash", "sh", "env"):
+    for tool in ("bash", "sh", "env", "which"):  # which: the SLURM plugin looks for sacct with it
         os.symlink(shutil.which(tool), bin_dir / tool)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}")
     result = snakemake(work, configfile=work / "smoke.yaml", env=env)
