@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from batchlab import __version__, data, metrics, models, store
+from batchlab import __version__, batched, data, metrics, models, store
 from batchlab.schedules import lr_factor
 
 log = logging.getLogger("batchlab.train")
@@ -93,9 +93,10 @@ def _use_onednn(device: torch.device, batch_size: int) -> bool:
 
 
 def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
-              eval_batch_size: int = 1000) -> tuple[pd.DataFrame, dict]:
+              eval_batch_size: int = 1000, final_state: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Train one run; return its history (one row per evaluation) and its summary. ``eval_batch_size`` only
-    bounds the memory of evaluation; ``progress(step, total, train_loss, test_acc)`` is called at each one."""
+    bounds the memory of evaluation; ``progress(step, total, train_loss, test_acc)`` is called at each one;
+    ``final_state``, when given, receives the trained model's parameters and buffers."""
     x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     n_classes = data.num_classes(spec["dataset"], spec["dataset_options"])
     total, batch_size = spec["steps"], spec["batch_size"]
@@ -123,14 +124,8 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
             torch.backends.mkldnn.enabled = onednn_default
             train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
             test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
-            rows.append({
-                "step": step, "epoch": step * batch_size / len(x_train), "examples": step * batch_size,
-                "current_lr": spec["lr"] * lr_factor(max(step - 1, 0), total, spec["warmup"], spec["schedule"]),
-                "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
-                **metrics.grad_norm_stats([float(n) for n in norms]),
-                "dist_init": metrics.distance(model, w0),
-                "wall_time": time.perf_counter() - start,
-            })
+            rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
+                                 [float(n) for n in norms], metrics.distance(model, w0), time.perf_counter() - start))
             norms = []
             if progress:
                 progress(step, total, train_loss, test_acc)
@@ -167,13 +162,25 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
             diverged_at = step
 
     torch.backends.mkldnn.enabled = onednn_default
+    history, summary = summarize(spec, rows, step, len(x_train), len(x_test), diverged_at,
+                                 step * batch_size / train_time if train_time > 0 else math.nan,
+                                 train_time, time.perf_counter() - start, device)
+    summary["engine"] = "sequential"
+    if final_state is not None:
+        final_state.update({name: t.detach().clone() for name, t in model.state_dict().items()})
+    return history, summary
+
+
+def summarize(spec: dict, rows: list[dict], steps_done: int, n_train: int, n_test: int, diverged_at: int | None,
+              samples_per_s: float, train_seconds: float, wall_seconds: float, device: torch.device) -> tuple[pd.DataFrame, dict]:
+    """A run's history table and summary from its evaluation rows."""
     history = pd.DataFrame(rows)
     final = rows[-1]
     summary = {
         "run_id": spec["run_id"],
-        "steps_done": step,
-        "n_train": len(x_train),
-        "n_test": len(x_test),
+        "steps_done": steps_done,
+        "n_train": n_train,
+        "n_test": n_test,
         "diverged": diverged_at is not None,
         "diverged_at_step": diverged_at,
         **{f"final_{k}": final[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "dist_init")},
@@ -182,13 +189,163 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
         "min_test_loss": float(history["test_loss"].min()),
         "gap_acc": final["train_acc"] - final["test_acc"],
         "gap_loss": final["test_loss"] - final["train_loss"],
-        "samples_per_s": step * batch_size / train_time if train_time > 0 else math.nan,
-        "train_seconds": train_time,
-        "wall_seconds": time.perf_counter() - start,
+        "samples_per_s": samples_per_s,
+        "train_seconds": train_seconds,
+        "wall_seconds": wall_seconds,
         "peak_memory_mb": peak_memory_mb(device),
         **environment(device),
     }
     return history, summary
+
+
+def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, float, float, float], norms: list[float],
+             dist_init: float, wall_time: float) -> dict:
+    train_loss, train_acc, test_loss, test_acc = losses_accs
+    return {
+        "step": step, "epoch": step * spec["batch_size"] / n_train, "examples": step * spec["batch_size"],
+        "current_lr": spec["lr"] * lr_factor(max(step - 1, 0), spec["steps"], spec["warmup"], spec["schedule"]),
+        "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
+        **metrics.grad_norm_stats(norms),
+        "dist_init": dist_init,
+        "wall_time": wall_time,
+    }
+
+
+@torch.no_grad()
+def evaluate_stacked(model: batched.StackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member, mean cross-entropy and accuracy on ``(x, y)``: two (K,) tensors."""
+    was_training = model.training
+    model.eval()
+    k = model.k
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(k, dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size], shared=True).float()  # (K, b, classes)
+        yb = y[i : i + batch_size]
+        loss_sum += F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(k), reduction="none").view(k, -1).sum(1)
+        correct += (out.argmax(-1) == yb).sum(1)
+    model.train(was_training)
+    return loss_sum / len(x), correct / len(x)
+
+
+def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
+                  eval_batch_size: int = 1000, final_states: list | None = None) -> list[tuple[pd.DataFrame, dict]]:
+    """Train the runs of a pack at once as one stacked model (batchlab.batched); return each run's history and
+    summary, as :func:`train_run` would for the run alone. The runs share dataset, architecture, batch size,
+    step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when
+    given, receives each member's parameters and buffers, named as in its own model."""
+    x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    first, k = specs[0], len(specs)
+    n_classes = data.num_classes(first["dataset"], first["dataset_options"])
+    total, batch_size, opt = first["steps"], first["batch_size"], first["optimizer"]
+    autocast_dtype = PRECISION[first["precision"]]
+    autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
+
+    members = []
+    for spec in specs:  # each member initialized exactly as its run alone
+        torch.manual_seed(spec["seed"])
+        members.append(models.build(spec["arch"], tuple(x_train.shape[1:]), n_classes, spec["model_options"]))
+    model = batched.StackedModel(members).to(device)
+    params = model.stacked_parameters()
+    optimizer = batched.StackedOptimizer(
+        params, k, opt["name"],
+        momentum=torch.tensor([s["optimizer"].get("momentum", 0.0) for s in specs], dtype=torch.float64, device=device),
+        weight_decay=torch.tensor([s["optimizer"].get("weight_decay", 0.0) for s in specs], dtype=torch.float64, device=device),
+        nesterov=opt.get("nesterov", False), betas=tuple(opt.get("betas", (0.9, 0.999))),
+    )
+    batches = torch.stack(
+        [batch_indices(len(x_train), batch_size, total, s["seed"] + 1_000_003) for s in specs], 1
+    ).to(device)  # (steps, K, B)
+    lrs = batched.lr_table(specs, lr_factor).to(device)  # (steps, K), float64: cast to each parameter's dtype
+    w0 = [p.detach().clone() for p, _ in params]
+    evals = set(eval_steps(total, first["eval_points"]))
+    factors = [s["divergence_loss_factor"] for s in specs]
+
+    rows: list[list[dict]] = [[] for _ in specs]
+    norms: list[torch.Tensor] = []  # per step, every member's gradient norm (K,)
+    since = [0] * k  # per member, where in ``norms`` its next evaluation row starts
+    alive = [True] * k
+    frozen: dict[int, dict] = {}
+    initial_loss: list[float | None] = [None] * k
+    diverged_at: list[int | None] = [None] * k
+    just_diverged: list[int] = []
+    diverged_now: list[int] = []
+    train_time, start, step = 0.0, time.perf_counter(), 0
+    onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
+    while True:
+        record = [i for i in range(k) if alive[i]] if step in evals else []
+        record += just_diverged
+        if record:
+            torch.backends.mkldnn.enabled = onednn_default
+            train_loss, train_acc = (t.tolist() for t in evaluate_stacked(model, x_train, y_train, eval_batch_size))
+            test_loss, test_acc = (t.tolist() for t in evaluate_stacked(model, x_test, y_test, eval_batch_size))
+            dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
+            step_norms = torch.stack(norms).cpu().tolist() if norms else []
+            wall = time.perf_counter() - start
+            for i in sorted(set(record)):
+                rows[i].append(eval_row(specs[i], step, len(x_train),
+                                        (train_loss[i], train_acc[i], test_loss[i], test_acc[i]),
+                                        [n[i] for n in step_norms[since[i]:]], dist[i], wall))
+                since[i] = len(step_norms)
+            # drop the norms every member still training has been recorded with
+            keep_from = min([since[i] for i in range(k) if alive[i]] or [len(norms)])
+            norms = norms[keep_from:]
+            since = [max(0, v - keep_from) for v in since]
+            just_diverged = []
+            for i in diverged_now:
+                model.silence_member(i)
+                optimizer.silence_member(i)
+            diverged_now = []
+            if progress:
+                live = [i for i in range(k) if alive[i]] or list(range(k))
+                progress(step, total, sum(train_loss[i] for i in live) / len(live),
+                         max(test_acc[i] for i in live))
+            torch.backends.mkldnn.enabled = onednn_train
+        if step == total or not any(alive):
+            break
+
+        t0 = time.perf_counter()
+        idx = batches[step]  # (K, B)
+        with autocast():
+            logits = model(x_train[idx])  # (K, B, classes)
+            losses = F.cross_entropy(logits.reshape(k * batch_size, -1), y_train[idx].reshape(-1),
+                                     reduction="none").view(k, batch_size).mean(1)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        norms.append(batched.member_norms([p.grad for p, _ in params], k))
+        optimizer.step(lrs[step])
+        step += 1
+        train_time += time.perf_counter() - t0
+
+        for i, value in enumerate(losses.detach().tolist()):  # divergence, per member
+            if not alive[i]:
+                continue
+            initial_loss[i] = value if initial_loss[i] is None else initial_loss[i]
+            if metrics.is_diverged(value, initial_loss[i], factors[i]):
+                # the member stops here: its state is kept as it is now and its learning rate set to 0 (it
+                # still computes, which is cheaper than masking every update; its numbers are not used)
+                diverged_at[i], alive[i] = step, False
+                lrs[step:, i] = 0.0
+                just_diverged.append(i)
+                if final_states is not None:
+                    frozen[i] = {n: t.detach().clone() for n, t in model.member_state(i).items()}
+                diverged_now.append(i)
+
+    torch.backends.mkldnn.enabled = onednn_default
+    wall = time.perf_counter() - start
+    if final_states is not None:
+        final_states.extend(frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
+                            for i in range(k))
+    results = []
+    for i, spec in enumerate(specs):
+        steps_done = diverged_at[i] or step
+        # the pack's training time, shared evenly among its members
+        samples_per_s = steps_done * batch_size * k / train_time if train_time > 0 else math.nan
+        history, summary = summarize(spec, rows[i], steps_done, len(x_train), len(x_test), diverged_at[i],
+                                     samples_per_s, train_time / k, wall, device)
+        summary.update(engine="batched", pack_members=k)
+        results.append((history, summary))
+    return results
 
 
 def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -200,35 +357,97 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+# On the CPU the batched engine wins below these batch sizes (benchmarks/engine.py, 1 thread, packs of 8
+# to 16): stacked dense layers up to 512, convolutions (grouped) up to 64; above, one run after another.
+CPU_BATCHED_MAX_BATCH = {"dense": 512, "conv": 64}
+
+
+def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.device, requested: str = "auto") -> str:
+    """"batched" or "sequential" for a group of compatible runs (see :func:`compatible_groups`)."""
+    stackable = len(specs) > 1 and batched.can_stack(model) and specs[0]["precision"] != "fp16"
+    if requested == "sequential" or not stackable:
+        return "sequential"
+    if requested == "batched" or device.type == "cuda":
+        return "batched"
+    kind = "conv" if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in model.modules()) else "dense"
+    return "batched" if specs[0]["batch_size"] <= CPU_BATCHED_MAX_BATCH[kind] else "sequential"
+
+
+def compatible_groups(specs: list[dict]) -> list[list[dict]]:
+    """Runs of a pack that can train as one stacked model: same optimizer kind, Nesterov flag and betas,
+    precision and evaluation points (a pack already shares dataset, architecture, batch size and steps)."""
+    groups: dict[tuple, list[dict]] = {}
+    for spec in specs:
+        opt = spec["optimizer"]
+        key = (opt["name"], opt.get("nesterov", False), tuple(opt.get("betas", ())), spec["precision"], spec["eval_points"])
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def _member_limit(specs: list[dict], model: torch.nn.Module, tensors: dict, device: torch.device) -> int:
+    """On CUDA, how many members fit in half the free device memory; elsewhere no limit."""
+    if device.type != "cuda":
+        return len(specs)
+    free, _ = torch.cuda.mem_get_info(device)
+    per_member = batched.estimate_bytes(model, specs[0]["batch_size"], tensors["x_train"][0].numel())
+    return batched.max_members(free, per_member)
+
+
 def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str = "auto", threads: int = 1,
-               eval_batch_size: int = 1000) -> None:
-    """Train the runs of one pack one after another; each is written to the run store when it finishes."""
+               eval_batch_size: int = 1000, engine: str = "auto") -> None:
+    """Train the runs of one pack not yet complete, batched (as one stacked model) where that is faster, else
+    one after another; each run is written to the run store when it finishes."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # subnormal numbers (a momentum buffer decaying towards 0) make CPU arithmetic many times slower; as
+    # zeros they change no result a float32 run can express
+    torch.set_flush_denormal(True)
     dev = pick_device(device)
     tensors = to_tensors(data.load(dataset_path), dev)
-    total_steps = sum(s["steps"] for s in specs)
-    done_steps, t_start = 0, time.perf_counter()
-    log.info("pack of %d runs, %d steps in all, on %s (%d thread%s)", len(specs), total_steps, dev, threads, "s"[: threads > 1])
+    todo = []
     for k, spec in enumerate(specs, 1):
         if store.is_complete(runs_root, spec["run_id"]):
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
-            done_steps += spec["steps"]
-            continue
+        else:
+            todo.append(spec)
+    total_steps = sum(s["steps"] for s in todo)
+    done_steps, t_start = 0, time.perf_counter()
+    log.info("pack of %d runs, %d steps in all, on %s (%d thread%s)", len(todo), total_steps, dev, threads, "s"[: threads > 1])
+    n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"])
+    done = 0
 
-        def progress(step, total, loss, test_acc, k=k, spec=spec):
-            elapsed = time.perf_counter() - t_start
-            frac = (done_steps + step) / total_steps
-            eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
-            log.info(
-                "run %d/%d %s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
-                k, len(specs), spec["run_id"], step, total, step * spec["batch_size"] / len(tensors["x_train"]),
-                loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
-            )
+    def report(results):
+        nonlocal done
+        for spec, (history, summary) in results:
+            store.write_run(runs_root, spec, history, summary)
+            done += 1
+            state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
+            log.info("run %d/%d %s finished (%s): %s, %.0f samples/s", done, len(todo), spec["run_id"],
+                     summary["engine"], state, summary["samples_per_s"])
 
-        history, summary = train_run(spec, tensors, dev, progress, eval_batch_size)
-        store.write_run(runs_root, spec, history, summary)
-        done_steps += spec["steps"]
-        state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
-        log.info("run %d/%d %s finished: %s, %.0f samples/s", k, len(specs), spec["run_id"], state, summary["samples_per_s"])
+    for group in compatible_groups(todo):
+        model = models.build(group[0]["arch"], tuple(tensors["x_train"].shape[1:]), n_classes, group[0]["model_options"])
+        chosen = choose_engine(group, model, dev, engine)
+        size = _member_limit(group, model, tensors, dev) if chosen == "batched" else 1
+        for first in range(0, len(group), size):
+            members = group[first : first + size]
+            label = (f"runs {done + 1}-{done + len(members)}/{len(todo)} (batched)" if len(members) > 1
+                     else f"run {done + 1}/{len(todo)} {members[0]['run_id']}")
+
+            def progress(step, total, loss, test_acc, label=label, members=members):
+                elapsed = time.perf_counter() - t_start
+                frac = (done_steps + step * len(members)) / total_steps
+                eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
+                log.info(
+                    "%s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
+                    label, step, total, step * members[0]["batch_size"] / len(tensors["x_train"]),
+                    loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
+                )
+
+            if len(members) > 1:
+                results = train_batched(members, tensors, dev, progress, eval_batch_size)
+            else:
+                results = [train_run(members[0], tensors, dev, progress, eval_batch_size)]
+            report(zip(members, results))
+            done_steps += sum(s["steps"] for s in members)
     log.info("pack finished in %s", _fmt_seconds(time.perf_counter() - t_start))

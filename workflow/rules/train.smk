@@ -53,6 +53,7 @@ for pack in PACKS:
         params:
             specs=list(pack.members),
             device=TRAINING["device"],
+            engine=TRAINING["engine"],
             eval_batch_size=STUDY["evaluation"]["batch_size"],
         script:
             "../scripts/train_pack.py"

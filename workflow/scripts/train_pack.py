@@ -12,4 +12,5 @@ train_pack(
     device=snakemake.params.device,
     threads=snakemake.threads,
     eval_batch_size=snakemake.params.eval_batch_size,
+    engine=snakemake.params.engine,
 )

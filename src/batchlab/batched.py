@@ -1,0 +1,293 @@
+"""The batched engine: the K runs of a pack trained at once, as one model with a leading member dimension.
+
+At small batch sizes a step's fixed cost (Python, dispatch, kernel launches) dwarfs its arithmetic, so one
+step of K stacked models costs little more than one step of one. :class:`StackedModel` turns K copies of a
+built-in architecture (an ``nn.Sequential`` of Linear, Conv1d/Conv2d, BatchNorm, ReLU, max-pooling and
+Flatten layers), each initialized exactly as the run alone would be, into one model:
+
+- linear layers keep a weight of shape ``(K, out, in)`` and multiply per member with ``baddbmm``;
+- convolutions run as one grouped convolution with ``groups=K`` over the members' channels laid side by
+  side, ``(B, K*C, ...)``; batch norm over those ``K*C`` channels then keeps every member's own batch
+  statistics and running averages.
+
+Each member keeps its own data order, learning rate and schedule, warm-up, momentum, weight decay
+(:class:`StackedOptimizer` is SGD or Adam with a per-member vector of each) and divergence: a member whose
+loss diverges stops updating and is recorded at that step, the others go on. The loss is the sum of the
+members' mean losses, so each member's gradient is exactly its own.
+
+Architectures this cannot stack (a custom module, a residual block) train one after another instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool1d,
+             nn.MaxPool2d, nn.Flatten)
+
+
+def can_stack(model: nn.Module) -> bool:
+    """Whether a built model is a plain sequence of layers :class:`StackedModel` knows."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    for layer in model:
+        if not isinstance(layer, SUPPORTED):
+            return False
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and (layer.groups != 1 or layer.padding_mode != "zeros"):
+            return False
+        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
+            return False
+    return True
+
+
+class StackedModel(nn.Module):
+    """K copies of one architecture as one model. ``forward(x)`` takes ``x`` of shape ``(K, B, ...)`` (a
+    batch per member) or ``(B, ...)`` (one batch for all) and returns logits of shape ``(K, B, classes)``."""
+
+    def __init__(self, members: list[nn.Sequential]):
+        super().__init__()
+        self.k = len(members)
+        self.kinds: list[str] = []
+        self.layers = nn.ModuleList()
+        for layers in zip(*members):
+            first = layers[0]
+            if isinstance(first, nn.Linear):
+                mod = nn.Module()
+                mod.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
+                mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
+                kind = "linear"
+            elif isinstance(first, (nn.Conv1d, nn.Conv2d)):
+                mod = nn.Module()
+                mod.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).clone())
+                mod.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
+                mod.conv = F.conv1d if isinstance(first, nn.Conv1d) else F.conv2d
+                mod.stride, mod.padding, mod.dilation = first.stride, first.padding, first.dilation
+                kind = "conv"
+            elif isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                mod = type(first)(first.num_features * self.k, eps=first.eps, momentum=first.momentum,
+                                  affine=first.affine, track_running_stats=first.track_running_stats)
+                with torch.no_grad():
+                    if first.affine:
+                        mod.weight.copy_(torch.cat([m.weight for m in layers]))
+                        mod.bias.copy_(torch.cat([m.bias for m in layers]))
+                    if first.track_running_stats:
+                        mod.running_mean.copy_(torch.cat([m.running_mean for m in layers]))
+                        mod.running_var.copy_(torch.cat([m.running_var for m in layers]))
+                kind = "norm"
+            elif isinstance(first, nn.Flatten):
+                mod, kind = nn.Identity(), "flatten"
+            else:  # ReLU, max-pooling: the same on any layout
+                mod, kind = first, "same"
+            self.layers.append(mod)
+            self.kinds.append(kind)
+
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits ``(K, B, classes)`` of ``x``: ``(K, B, ...)``, a batch per member, or with ``shared`` one
+        batch ``(B, ...)`` for every member (evaluation)."""
+        k = self.k
+        # layouts: "shared" (B, ...), "member" (K, B, ...), "grouped" (B, K*C, ...) around convolutions
+        layout = "shared" if shared else "member"
+        for kind, mod in zip(self.kinds, self.layers):
+            if kind in ("conv", "norm") and layout != "grouped":
+                if layout == "shared":  # every member sees the same batch: repeat it along the channels
+                    x = x.repeat(1, k, *([1] * (x.dim() - 2)))
+                else:
+                    x = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
+                layout = "grouped"
+            if kind == "linear":
+                if layout == "shared":
+                    x = x.unsqueeze(0).expand(k, *x.shape)
+                out = torch.bmm(x, mod.weight.transpose(1, 2))
+                x = out + mod.bias.unsqueeze(1) if mod.bias is not None else out
+                layout = "member"
+            elif kind == "conv":
+                x = mod.conv(x, mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, k)
+            elif kind == "norm":
+                x = mod(x)
+            elif kind == "flatten":
+                if layout == "grouped":
+                    x = x.reshape(x.shape[0], k, -1).transpose(0, 1)
+                    layout = "member"
+                elif layout == "shared":
+                    x = x.reshape(x.shape[0], -1)
+                else:
+                    x = x.reshape(k, x.shape[1], -1)
+            else:
+                x = mod(x)
+        if layout != "member":
+            raise ValueError("a stacked model must end in a linear layer")
+        return x
+
+    def stacked_parameters(self) -> list[tuple[torch.Tensor, int]]:
+        """Every trainable parameter with the size of its per-member slices along dim 0 (1 for stacked
+        (K, ...) weights, C for channel-concatenated (K*C, ...) ones)."""
+        out = []
+        for kind, mod in zip(self.kinds, self.layers):
+            for p in (getattr(mod, "weight", None), getattr(mod, "bias", None)):
+                if isinstance(p, nn.Parameter) and p.requires_grad:
+                    out.append((p, 1 if kind == "linear" else p.shape[0] // self.k))
+        return out
+
+    def _member_slices(self, i: int):
+        """(layer kind, attribute name, member i's slice) of every parameter and buffer."""
+        for kind, mod in zip(self.kinds, self.layers):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                t = getattr(mod, name, None)
+                if isinstance(t, torch.Tensor):
+                    c = 1 if kind == "linear" else t.shape[0] // self.k
+                    yield kind, name, (t[i] if kind == "linear" else t[i * c : (i + 1) * c])
+
+    @torch.no_grad()
+    def silence_member(self, i: int):
+        """Set member i's parameters to 0 (running variances to 1): a diverged member then computes only
+        zeros and finite numbers instead of NaN, infinities and subnormals, which are slow on the CPU."""
+        for _, name, t in self._member_slices(i):
+            t.fill_(1.0 if name == "running_var" else 0.0)
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s parameters and buffers, named as in its own ``nn.Sequential``."""
+        state = {}
+        for index, (kind, mod) in enumerate(zip(self.kinds, self.layers)):
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                t = getattr(mod, name, None)
+                if not isinstance(t, torch.Tensor):
+                    continue
+                if kind == "linear":
+                    state[f"{index}.{name}"] = t[i]
+                elif name == "num_batches_tracked":
+                    state[f"{index}.{name}"] = t
+                else:
+                    c = t.shape[0] // self.k
+                    state[f"{index}.{name}"] = t[i * c : (i + 1) * c]
+        return state
+
+
+def member_norms(tensors: list[torch.Tensor], k: int) -> torch.Tensor:
+    """Per member, the 2-norm over all given stacked tensors (each of shape (K, ...) or (K*C, ...)): (K,)."""
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(t.reshape(k, -1), dim=1) for t in tensors]), dim=0
+    )
+
+
+class StackedOptimizer:
+    """SGD (momentum, Nesterov, weight decay) or Adam with a learning rate, momentum and weight decay per
+    member, following ``torch.optim.SGD`` and ``torch.optim.Adam`` step for step. ``step(lr, active)``
+    takes the members' learning rates (K,) and which members still train (K,) bools: the others are left
+    untouched. Per-member hyperparameters equal across members become plain numbers (cheaper steps)."""
+
+    def __init__(self, params: list[tuple[torch.Tensor, int]], k: int, name: str, momentum: torch.Tensor,
+                 weight_decay: torch.Tensor, nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params, self.k, self.name, self.nesterov = params, k, name, nesterov
+        self.betas, self.eps = betas, eps
+        self.momentum = [self._constant(momentum, p, rows) for p, rows in params]
+        self.weight_decay = [self._constant(weight_decay, p, rows) for p, rows in params]
+        self.state: list[dict] = [{} for _ in params]
+
+    def _expand(self, v: torch.Tensor, p: torch.Tensor, rows: int) -> torch.Tensor:
+        """A per-member vector (K,) broadcastable against a parameter whose member slices are ``rows`` long."""
+        v = v.repeat_interleave(rows) if rows > 1 else v
+        return v.view(-1, *([1] * (p.dim() - 1)))
+
+    def _constant(self, v: torch.Tensor, p: torch.Tensor, rows: int) -> float | torch.Tensor:
+        if bool((v == v[0]).all()):
+            return float(v[0])
+        return self._expand(v.to(p.dtype), p, rows)
+
+    @torch.no_grad()
+    def silence_member(self, i: int):
+        """Zero member i's optimizer state (see :meth:`StackedModel.silence_member`)."""
+        for (p, rows), state in zip(self.params, self.state):
+            for t in state.values():
+                if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == p.shape[0]:
+                    t[i * rows : (i + 1) * rows] = 0
+
+    @torch.no_grad()
+    def zero_grad(self):
+        for p, _ in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, active: torch.Tensor | None = None):
+        """One update; ``active`` None means every member trains."""
+        per_rows: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        for (p, rows), m, wd, state in zip(self.params, self.momentum, self.weight_decay, self.state):
+            if p.grad is None:
+                continue
+            key = (rows, p.dtype)
+            if key not in per_rows:
+                lr_r = lr.to(p.dtype)
+                lr_r = lr_r.repeat_interleave(rows) if rows > 1 else lr_r
+                act_r = None if active is None else (active.repeat_interleave(rows) if rows > 1 else active)
+                per_rows[key] = (lr_r, act_r)
+            lr_r, act_r = per_rows[key]
+            shape = (-1, *([1] * (p.dim() - 1)))
+            lr_p, act = lr_r.view(shape), None if act_r is None else act_r.view(shape)
+            g = p.grad
+            # the same operations as torch.optim's (add with alpha rounds once), where hyperparameters agree
+            if isinstance(wd, float):
+                g = g if wd == 0.0 else torch.add(g, p, alpha=wd)  # L2, as torch.optim applies weight_decay
+            else:
+                g = g + wd * p
+            if self.name == "sgd":
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = g.clone()
+                elif act is None:
+                    buf.mul_(m).add_(g)
+                else:
+                    buf.copy_(torch.where(act, buf * m + g, buf))
+                if self.nesterov:
+                    d = torch.add(g, buf, alpha=m) if isinstance(m, float) else g + m * buf
+                else:
+                    d = buf
+                if act is None:
+                    p.addcmul_(lr_p, d, value=-1.0)
+                    continue
+                new = p - lr_p * d
+            else:
+                b1, b2 = self.betas
+                if "exp_avg" not in state:
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                    state["step"] = 0
+                state["step"] += 1
+                exp_avg = state["exp_avg"].lerp(g, 1 - b1)
+                exp_avg_sq = state["exp_avg_sq"].mul(b2).addcmul_(g, g, value=1 - b2)
+                if act is not None:
+                    exp_avg = torch.where(act, exp_avg, state["exp_avg"])
+                    exp_avg_sq = torch.where(act, exp_avg_sq, state["exp_avg_sq"])
+                state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+                # bias corrections in double precision, as torch.optim.Adam computes them
+                bc1 = 1 - b1 ** state["step"]
+                bc2_sqrt = math.sqrt(1 - b2 ** state["step"])
+                denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
+                new = p - (lr_p / bc1) * exp_avg / denom
+            p.copy_(new if act is None else torch.where(act, new, p))
+
+
+def lr_table(specs: list[dict], lr_factor) -> torch.Tensor:
+    """Every member's learning rate at every step, shape (steps, K): looked up, not recomputed, per step."""
+    steps = specs[0]["steps"]
+    return torch.tensor(
+        [[s["lr"] * lr_factor(t, steps, s["warmup"], s["schedule"]) for s in specs] for t in range(steps)],
+        dtype=torch.float64,
+    )
+
+
+def estimate_bytes(model: nn.Module, batch_size: int, input_numel: int) -> int:
+    """A rough upper bound of one member's training memory: parameters with gradients and optimizer
+    state (x4), plus activations of a batch taken as 8 floats per input value and layer."""
+    params = sum(p.numel() for p in model.parameters())
+    layers = sum(1 for _ in model.modules())
+    return 4 * (4 * params + 8 * batch_size * input_numel * max(1, layers // 2))
+
+
+def max_members(free_bytes: int, per_member_bytes: int, fraction: float = 0.5) -> int:
+    """How many members fit in ``fraction`` of the free device memory (at least 1)."""
+    return max(1, int(fraction * free_bytes // max(1, per_member_bytes)))
+
+

@@ -1,0 +1,191 @@
+"""The batched engine: each member of a stacked pack trains as the same run alone would: same
+initialization, data order, optimizer arithmetic (SGD with momentum, Nesterov and weight decay; Adam),
+batch-norm statistics and divergence step. Checked in float64 to 1e-10 and in float32 to 1e-5 after a few
+hundred steps (on this CPU the float32 parameters come out bitwise equal)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from batchlab import batched, data, models, train
+from conftest import tiny_specs
+
+CPU = torch.device("cpu")
+HISTORY_COLUMNS = ["step", "epoch", "examples", "current_lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                   "grad_norm_mean", "grad_norm_std", "grad_norm_q50", "grad_norm_max", "dist_init"]
+SGD = {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 0.001}
+ADAM = {"name": "adam", "weight_decay": 0.001}
+
+
+@pytest.fixture(scope="module")
+def digits_tensors(tmp_path_factory):
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    data.prepare("digits", data.resolve_options("digits", {}), "unused", path)
+    return train.to_tensors(data.load(path), CPU)
+
+
+@pytest.fixture(scope="module")
+def mnist1d_1000(tmp_path_factory):
+    """MNIST-1D with 800 training examples: 300 steps of batch 16 are 6 epochs, not the tens of epochs of
+    overfitting on the tiny set, where float32 rounding differences grow fastest."""
+    path = tmp_path_factory.mktemp("mnist1d_1000") / "mnist1d.npz"
+    data.prepare("mnist1d", data.resolve_options("mnist1d", {"num_samples": 1000, "seed": 42}), "unused", path)
+    return train.to_tensors(data.load(path), CPU)
+
+
+@pytest.fixture
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def as64(tensors):
+    return {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def pack_specs(arch: str, optimizer: dict, lrs: list[float], steps: int = 300, dataset: str = "mnist1d", **changes):
+    options = {"mnist1d": {"num_samples": 300, "seed": 42}} if dataset == "mnist1d" else {}
+    options = changes.pop("dataset_options", options)
+    return tiny_specs(datasets=[dataset], dataset_options=options, architectures=[arch], batch_sizes=[16],
+                      learning_rates=lrs, seeds=[0, 1], budget={"steps": steps}, evaluation={"points": 6},
+                      optimizer=optimizer, **changes)
+
+
+def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: bool = True):
+    """Train ``specs`` batched and each alone; assert they agree; return the batched summaries."""
+    states: list[dict] = []
+    together = train.train_batched(specs, tensors, CPU, final_states=states)
+    for spec, (history, summary), state in zip(specs, together, states):
+        alone_state: dict = {}
+        alone_history, alone_summary = train.train_run(spec, tensors, CPU, final_state=alone_state)
+        assert summary["diverged_at_step"] == alone_summary["diverged_at_step"], spec["lr"]
+        assert summary["steps_done"] == alone_summary["steps_done"]
+        assert len(history) == len(alone_history)
+        for column in HISTORY_COLUMNS:
+            a, b = history[column].to_numpy(), alone_history[column].to_numpy()
+            finite = abs(b) < 1e6  # a diverged run's last loss can be astronomically large (or NaN)
+            # an accuracy may differ by one borderline example
+            tol = max(metric_tol, 1.01 / min(len(t) for t in tensors.values())) if column.endswith("_acc") else metric_tol
+            if finite.any():
+                assert abs(a[finite] - b[finite]).max() <= tol * max(1.0, abs(b[finite]).max()), (spec["lr"], column)
+        for name, value in alone_state.items():
+            if name.endswith("num_batches_tracked"):
+                continue
+            if not check_buffers and "running" in name:
+                continue
+            assert name in state, name
+            assert state[name].shape == value.shape, name
+            diff = float((state[name] - value).abs().max())
+            assert diff <= param_tol * max(1.0, float(value.abs().max())), (spec["lr"], name, diff)
+    return [summary for _, summary in together]
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
+@pytest.mark.parametrize("arch", ["logreg", "mlp", "cnn1d"])
+def test_float64_members_equal_their_runs_alone(arch, optimizer, mnist1d_tensors, float64):
+    # the last learning rate diverges within a few steps; the others train on unaffected
+    lrs = [0.01, 0.05, 50.0] if optimizer["name"] == "sgd" else [0.001, 0.003, 20.0]
+    specs = pack_specs(arch, optimizer, lrs)
+    summaries = compare(specs, as64(mnist1d_tensors), param_tol=1e-10, metric_tol=1e-6)
+    assert [s["diverged"] for s in summaries] == [spec["lr"] == max(lrs) for spec in specs]
+    assert all(s["engine"] == "batched" and s["pack_members"] == 6 for s in summaries)
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
+def test_float64_image_cnns_with_and_without_batch_norm(arch, optimizer, digits_tensors, float64):
+    lrs = [0.01, 0.05, 80.0] if optimizer["name"] == "sgd" else [0.001, 0.003, 30.0]
+    specs = pack_specs(arch, optimizer, lrs, steps=120, dataset="digits")
+    # running statistics are compared too (a diverged member's were frozen with it)
+    summaries = compare(specs, as64(digits_tensors), param_tol=1e-9, metric_tol=1e-6)
+    assert sum(s["diverged"] for s in summaries) == 2
+
+
+@pytest.mark.parametrize("arch, optimizer, lrs", [
+    ("mlp", SGD, [0.01, 0.05]),
+    ("cnn1d", SGD, [0.01, 0.05]),
+    ("mlp", ADAM, [0.001, 0.003]),
+    ("cnn1d", ADAM, [0.001, 0.003]),
+])
+def test_float32_members_within_1e_5_after_300_steps(arch, optimizer, lrs, mnist1d_1000):
+    specs = pack_specs(arch, optimizer, lrs, dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}})
+    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
+def test_float32_image_cnns_with_and_without_batch_norm_within_1e_5(arch, digits_tensors):
+    compare(pack_specs(arch, SGD, [0.01, 0.03], steps=300, dataset="digits"), digits_tensors,
+            param_tol=1e-5, metric_tol=1e-4)
+
+
+def test_members_keep_their_own_momentum_weight_decay_and_schedule(mnist1d_tensors, float64):
+    specs = pack_specs("mlp", SGD, [0.02, 0.04], steps=150)
+    specs[1]["optimizer"] = {**specs[1]["optimizer"], "momentum": 0.5, "weight_decay": 0.01}
+    specs[2]["warmup"] = {"fraction": 0.2, "start_factor": 0.1}
+    specs[3]["schedule"] = {"kind": "step", "milestones": [0.5], "gamma": 0.1, "final_factor": 0.0}
+    compare(specs, as64(mnist1d_tensors), param_tol=1e-10, metric_tol=1e-6)
+
+
+def test_stacking_rejects_what_it_cannot_express():
+    assert batched.can_stack(models.build("mlp", (1, 40), 10))
+    assert batched.can_stack(models.build("cnn_bn", (1, 8, 8), 10))
+    assert not batched.can_stack(models.build("resnet_small", (3, 32, 32), 10))  # residual blocks
+    assert not batched.can_stack(nn.Sequential(nn.Flatten(), nn.Linear(40, 10), nn.Tanh()))
+    assert not batched.can_stack(nn.Sequential(nn.Conv1d(1, 4, 3, groups=1, padding_mode="circular")))
+
+
+def test_engine_choice():
+    mlp, cnn = models.build("mlp", (1, 40), 10), models.build("cnn1d", (1, 40), 10)
+    specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=10)
+    assert train.choose_engine(specs, mlp, CPU) == "batched"
+    assert train.choose_engine(specs[:1], mlp, CPU) == "sequential"  # nothing to stack
+    big = [dict(s, batch_size=1024) for s in specs]
+    assert train.choose_engine(big, mlp, CPU) == "sequential"
+    assert train.choose_engine(big, mlp, CPU, requested="batched") == "batched"
+    assert train.choose_engine([dict(s, batch_size=128) for s in specs], cnn, CPU) == "sequential"
+    assert train.choose_engine(big, mlp, torch.device("cuda")) == "batched"
+    assert train.choose_engine([dict(s, precision="fp16") for s in specs], mlp, CPU) == "sequential"
+    assert train.choose_engine(specs, mlp, CPU, requested="sequential") == "sequential"
+
+
+def test_compatible_groups_split_on_optimizer_kind():
+    specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=10)
+    specs[0] = dict(specs[0], optimizer={"name": "adam", "betas": [0.9, 0.999], "weight_decay": 0.0})
+    groups = train.compatible_groups(specs)
+    assert sorted(len(g) for g in groups) == [1, 3]
+
+
+def test_user_defined_architecture_trains_one_run_after_another(mnist1d_npz, tmp_path, monkeypatch):
+    def tanh_mlp(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(40, 16), nn.Tanh(), nn.Linear(16, num_classes))
+
+    monkeypatch.setitem(models.ARCHITECTURES, "tanh_mlp", models.Architecture(tanh_mlp, None))
+    specs = [dict(s, arch="tanh_mlp", model_options={}) for s in pack_specs("mlp", SGD, [0.01, 0.02], steps=20)]
+    train.train_pack(specs, str(mnist1d_npz), str(tmp_path))
+    import json
+    engines = {json.loads((tmp_path / s["run_id"] / "summary.json").read_text())["engine"] for s in specs}
+    assert engines == {"sequential"}
+
+
+def test_train_pack_trains_small_batches_batched(mnist1d_npz, tmp_path):
+    import json
+    specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=20)
+    train.train_pack(specs, str(mnist1d_npz), str(tmp_path))
+    summaries = [json.loads((tmp_path / s["run_id"] / "summary.json").read_text()) for s in specs]
+    assert [s["engine"] for s in summaries] == ["batched"] * 4
+    assert all(s["steps_done"] == 20 for s in summaries)
+
+
+def test_memory_bound_on_members():
+    model = models.build("mlp", (1, 40), 10)
+    per = batched.estimate_bytes(model, 32, 40)
+    assert per > 4 * sum(p.numel() for p in model.parameters())
+    assert batched.max_members(100 * per, per) == 50
+    assert batched.max_members(per // 10, per) == 1
+    assert copy.copy(per) == per
