@@ -46,7 +46,8 @@ SLOW = {
     "budget": {"steps": 4000},
     "seeds": [0],
     "evaluation": {"points": 4},
-    "training": {"pack_size": 4},
+    # one run after another, so the job can be cancelled between two of them
+    "training": {"pack_size": 4, "engine": "sequential"},
 }
 
 

@@ -107,20 +107,22 @@ def test_smoke_study_builds_everything(smoke):
     assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len(specs), numbers)
     # a training job's log shows progress
     log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
-    assert re.search(r"run 1/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)
+    assert re.search(r"runs? 1(-\d+)?/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)
 
 
-def test_training_is_deterministic_across_processes(smoke):
-    """A run retrained here gives bitwise the same history as the pipeline's job did (CPU)."""
-    spec = next(s for s in smoke_specs() if s["arch"] == "cnn1d" and s["batch_size"] == 8)
-    stored = store.read_history(smoke / "results" / "runs", spec["run_id"])
+def test_training_is_deterministic_across_processes(smoke, tmp_path):
+    """A pack retrained here gives bitwise the same histories as the pipeline's job did (CPU)."""
+    specs = smoke_specs()
+    pack_size = yaml.safe_load(SMOKE.read_text())["training"]["pack_size"]
+    pack = next(p for p in grid.packs(specs, {s["run_id"] for s in specs}, pack_size)
+                if p.members[0]["arch"] == "cnn1d" and p.members[0]["batch_size"] == 8)
     torch.set_num_threads(1)
-    from batchlab import data
-
-    tensors = train.to_tensors(data.load(smoke / "results" / "data" / "mnist1d.npz"), torch.device("cpu"))
-    history, _ = train.train_run(spec, tensors, torch.device("cpu"))
-    columns = [c for c in stored.columns if c != "wall_time"]
-    pd.testing.assert_frame_equal(history[columns], stored[columns], check_exact=True)
+    train.train_pack(list(pack.members), str(smoke / "results" / "data" / "mnist1d.npz"), str(tmp_path))
+    for spec in pack.members:
+        stored = store.read_history(smoke / "results" / "runs", spec["run_id"])
+        history = store.read_history(tmp_path, spec["run_id"])
+        columns = [c for c in stored.columns if c != "wall_time"]
+        pd.testing.assert_frame_equal(history[columns], stored[columns], check_exact=True)
 
 
 def test_no_edit_means_nothing_to_do(smoke):
