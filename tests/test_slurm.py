@@ -5,7 +5,6 @@ they are skipped, with the reason."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil

@@ -175,9 +175,9 @@ def member_norms(tensors: list[torch.Tensor], k: int) -> torch.Tensor:
 
 class StackedOptimizer:
     """SGD (momentum, Nesterov, weight decay) or Adam with a learning rate, momentum and weight decay per
-    member, following ``torch.optim.SGD`` and ``torch.optim.Adam`` step for step. ``step(lr, active)``
-    takes the members' learning rates (K,) and which members still train (K,) bools: the others are left
-    untouched. Per-member hyperparameters equal across members become plain numbers (cheaper steps)."""
+    member, following ``torch.optim.SGD`` and ``torch.optim.Adam`` step for step. ``step(lr)`` takes the
+    members' learning rates (K,); a member that must stop gets learning rate 0 (and :meth:`silence_member`).
+    Per-member hyperparameters equal across members become plain numbers (cheaper steps)."""
 
     def __init__(self, params: list[tuple[torch.Tensor, int]], k: int, name: str, momentum: torch.Tensor,
                  weight_decay: torch.Tensor, nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
@@ -188,7 +188,8 @@ class StackedOptimizer:
         self.weight_decay = [self._constant(weight_decay, p, rows) for p, rows in params]
         self.state: list[dict] = [{} for _ in params]
 
-    def _expand(self, v: torch.Tensor, p: torch.Tensor, rows: int) -> torch.Tensor:
+    @staticmethod
+    def _per_row(v: torch.Tensor, p: torch.Tensor, rows: int) -> torch.Tensor:
         """A per-member vector (K,) broadcastable against a parameter whose member slices are ``rows`` long."""
         v = v.repeat_interleave(rows) if rows > 1 else v
         return v.view(-1, *([1] * (p.dim() - 1)))
@@ -196,7 +197,7 @@ class StackedOptimizer:
     def _constant(self, v: torch.Tensor, p: torch.Tensor, rows: int) -> float | torch.Tensor:
         if bool((v == v[0]).all()):
             return float(v[0])
-        return self._expand(v.to(p.dtype), p, rows)
+        return self._per_row(v.to(p.dtype), p, rows)
 
     @torch.no_grad()
     def silence_member(self, i: int):
@@ -212,21 +213,15 @@ class StackedOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, active: torch.Tensor | None = None):
-        """One update; ``active`` None means every member trains."""
-        per_rows: dict[tuple[int, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
+    def step(self, lr: torch.Tensor):
+        lr_rows: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # the lr vector once per slice length
         for (p, rows), m, wd, state in zip(self.params, self.momentum, self.weight_decay, self.state):
             if p.grad is None:
                 continue
             key = (rows, p.dtype)
-            if key not in per_rows:
-                lr_r = lr.to(p.dtype)
-                lr_r = lr_r.repeat_interleave(rows) if rows > 1 else lr_r
-                act_r = None if active is None else (active.repeat_interleave(rows) if rows > 1 else active)
-                per_rows[key] = (lr_r, act_r)
-            lr_r, act_r = per_rows[key]
-            shape = (-1, *([1] * (p.dim() - 1)))
-            lr_p, act = lr_r.view(shape), None if act_r is None else act_r.view(shape)
+            if key not in lr_rows:
+                lr_rows[key] = self._per_row(lr.to(p.dtype), p, rows).reshape(-1)
+            lr_p = lr_rows[key].view(-1, *([1] * (p.dim() - 1)))
             g = p.grad
             # the same operations as torch.optim's (add with alpha rounds once), where hyperparameters agree
             if isinstance(wd, float):
@@ -237,36 +232,26 @@ class StackedOptimizer:
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = g.clone()
-                elif act is None:
-                    buf.mul_(m).add_(g)
                 else:
-                    buf.copy_(torch.where(act, buf * m + g, buf))
+                    buf.mul_(m).add_(g)
                 if self.nesterov:
                     d = torch.add(g, buf, alpha=m) if isinstance(m, float) else g + m * buf
                 else:
                     d = buf
-                if act is None:
-                    p.addcmul_(lr_p, d, value=-1.0)
-                    continue
-                new = p - lr_p * d
+                p.addcmul_(lr_p, d, value=-1.0)
             else:
                 b1, b2 = self.betas
                 if "exp_avg" not in state:
                     state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
                     state["step"] = 0
                 state["step"] += 1
-                exp_avg = state["exp_avg"].lerp(g, 1 - b1)
-                exp_avg_sq = state["exp_avg_sq"].mul(b2).addcmul_(g, g, value=1 - b2)
-                if act is not None:
-                    exp_avg = torch.where(act, exp_avg, state["exp_avg"])
-                    exp_avg_sq = torch.where(act, exp_avg_sq, state["exp_avg_sq"])
-                state["exp_avg"], state["exp_avg_sq"] = exp_avg, exp_avg_sq
+                state["exp_avg"].lerp_(g, 1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 # bias corrections in double precision, as torch.optim.Adam computes them
                 bc1 = 1 - b1 ** state["step"]
                 bc2_sqrt = math.sqrt(1 - b2 ** state["step"])
-                denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(self.eps)
-                new = p - (lr_p / bc1) * exp_avg / denom
-            p.copy_(new if act is None else torch.where(act, new, p))
+                denom = (state["exp_avg_sq"].sqrt() / bc2_sqrt).add_(self.eps)
+                p.copy_(p - (lr_p / bc1) * state["exp_avg"] / denom)
 
 
 def lr_table(specs: list[dict], lr_factor) -> torch.Tensor:
