@@ -8,6 +8,7 @@ and the ratio of their samples per second is printed. Nothing is asserted: times
 
     python benchmarks/engine.py            # MLP and CNN on MNIST-1D, batch sizes 2 to 512, K = 16
     python benchmarks/engine.py --quick    # a few steps of each, as CI runs it
+    python benchmarks/engine.py --arch mlp --batch-size 2 --batch-size 8   # a subset
 """
 
 from __future__ import annotations
@@ -72,20 +73,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few steps per setting (CI)")
     parser.add_argument("--members", type=int, default=16, help="runs per pack (K)")
+    parser.add_argument("--arch", action="append", choices=["mlp", "cnn1d"], help="only these architectures")
+    parser.add_argument("--batch-size", type=int, action="append", help="only these batch sizes")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    batch_sizes = [2, 8, 512] if args.quick else [2, 4, 8, 16, 32, 64, 128, 256, 512]
+    batch_sizes = args.batch_size or ([2, 8, 512] if args.quick else [2, 4, 8, 16, 32, 64, 128, 256, 512])
+    archs = args.arch or ["mlp", "cnn1d"]
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "mnist1d.npz"
         data.prepare("mnist1d", data.resolve_options("mnist1d", {"num_samples": 4000, "seed": 42}), tmp, dataset)
         tensors = train.to_tensors(data.load(dataset), CPU)
         # warm up both paths (first calls pay for lazy initialization), then measure
-        for arch in ("mlp", "cnn1d"):
+        for arch in archs:
             warm = specs_for(arch, 8, 2, 5)
             baseline(warm, tensors)
             batchlab_pack(warm, dataset, "auto")
         print(f"{'arch':6} {'B':>4} {'K':>3} {'steps':>5} {'baseline s':>10} {'batchlab s':>10} {'engine':>10} {'speedup':>8}")
-        for arch in ("mlp", "cnn1d"):
+        for arch in archs:
             for b in batch_sizes:
                 steps = 10 if args.quick else max(50, 8000 // b)
                 specs = specs_for(arch, b, args.members, steps)

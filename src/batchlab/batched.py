@@ -5,10 +5,13 @@ step of K stacked models costs little more than one step of one. :class:`Stacked
 built-in architecture (an ``nn.Sequential`` of Linear, Conv1d/Conv2d, BatchNorm, ReLU, max-pooling and
 Flatten layers), each initialized exactly as the run alone would be, into one model:
 
-- linear layers keep a weight of shape ``(K, out, in)`` and multiply per member with ``baddbmm``;
-- convolutions run as one grouped convolution with ``groups=K`` over the members' channels laid side by
-  side, ``(B, K*C, ...)``; batch norm over those ``K*C`` channels then keeps every member's own batch
-  statistics and running averages.
+- linear layers keep their weights as one ``(K, in, out)`` tensor and multiply per member with ``bmm``;
+- 1-D convolutions (the MNIST-1D CNN) unfold their input into patches once and multiply them per member
+  with ``baddbmm``, channels last, ``(K, B, L, C)``: at small batches this is several times faster than a
+  grouped convolution, whose per-group kernels are small and slow on the CPU;
+- 2-D convolutions (and dilated 1-D ones) run as one grouped convolution with ``groups=K`` over the
+  members' channels laid side by side, ``(B, K*C, ...)``; batch norm and pooling work on that layout, so
+  batch norm over the ``K*C`` channels keeps every member's own batch statistics and running averages.
 
 Each member keeps its own data order, learning rate and schedule, warm-up, momentum, weight decay
 (:class:`StackedOptimizer` is SGD or Adam with a per-member vector of each) and divergence: a member whose
@@ -25,6 +28,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# layers whose parameters are stacked along a leading member dimension, (K, ...); the others concatenate
+# the members' channels, (K*C, ...)
+MEMBER_MAJOR = ("linear", "unfold")
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool1d,
              nn.MaxPool2d, nn.Flatten)
@@ -44,11 +51,36 @@ def can_stack(model: nn.Module) -> bool:
     return True
 
 
+class _Patches(torch.autograd.Function):
+    """The patches of a 1-D convolution, channels last: ``(K, B, L, C)`` to ``(K, B*L_out, C*kernel)``, with
+    zero padding. Its backward adds each tap's gradient back with one strided add per tap, many times
+    faster on the CPU than the backward of ``Tensor.unfold``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, width: int, stride: int, pad: int) -> torch.Tensor:
+        ctx.shape, ctx.args = x.shape, (width, stride, pad)
+        if pad:
+            x = F.pad(x, (0, 0, pad, pad))
+        patches = x.unfold(2, width, stride)  # (K, B, L_out, C, kernel)
+        return patches.reshape(patches.shape[0], patches.shape[1] * patches.shape[2], -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (k, b, length, c), (width, stride, pad) = ctx.shape, ctx.args
+        padded = length + 2 * pad
+        out_length = (padded - width) // stride + 1
+        grad = grad.view(k, b, out_length, c, width)
+        grad_x = grad.new_zeros(k, b, padded, c)
+        for j in range(width):
+            grad_x[:, :, j : j + stride * (out_length - 1) + 1 : stride].add_(grad[..., j])
+        return grad_x[:, :, pad : pad + length], None, None, None
+
+
 class StackedModel(nn.Module):
     """K copies of one architecture as one model. ``forward(x)`` takes ``x`` of shape ``(K, B, ...)`` (a
     batch per member) or ``(B, ...)`` (one batch for all) and returns logits of shape ``(K, B, classes)``."""
 
-    def __init__(self, members: list[nn.Sequential]):
+    def __init__(self, members: list[nn.Sequential], conv_impl: str = "unfold"):
         super().__init__()
         self.k = len(members)
         self.kinds: list[str] = []
@@ -57,9 +89,19 @@ class StackedModel(nn.Module):
             first = layers[0]
             if isinstance(first, nn.Linear):
                 mod = nn.Module()
-                mod.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
+                # stored transposed, (K, in, out): its gradient then comes out of bmm contiguous, where the
+                # (K, out, in) layout would cost a transposing copy of every weight gradient, every step
+                mod.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
                 mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
                 kind = "linear"
+            elif (isinstance(first, nn.Conv1d) and first.dilation == (1,) and isinstance(first.padding, tuple)
+                  and conv_impl == "unfold"):
+                mod = nn.Module()
+                # (K, C_in*kernel, C_out), like a linear layer's weight: patches times weight per member
+                mod.weight = nn.Parameter(torch.stack([m.weight.detach().flatten(1).t() for m in layers]).contiguous())
+                mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
+                mod.shape, mod.stride, mod.padding = tuple(first.weight.shape), first.stride[0], first.padding[0]
+                kind = "unfold"
             elif isinstance(first, (nn.Conv1d, nn.Conv2d)):
                 mod = nn.Module()
                 mod.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).clone())
@@ -80,7 +122,9 @@ class StackedModel(nn.Module):
                 kind = "norm"
             elif isinstance(first, nn.Flatten):
                 mod, kind = nn.Identity(), "flatten"
-            else:  # ReLU, max-pooling: the same on any layout
+            elif isinstance(first, (nn.MaxPool1d, nn.MaxPool2d)):
+                mod, kind = first, "pool"
+            else:  # ReLU: the same on any layout
                 mod, kind = first, "same"
             self.layers.append(mod)
             self.kinds.append(kind)
@@ -88,39 +132,71 @@ class StackedModel(nn.Module):
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """Logits ``(K, B, classes)`` of ``x``: ``(K, B, ...)``, a batch per member, or with ``shared`` one
         batch ``(B, ...)`` for every member (evaluation)."""
-        k = self.k
-        # layouts: "shared" (B, ...), "member" (K, B, ...), "grouped" (B, K*C, ...) around convolutions
+        # layouts: "shared" (B, C, ...), "member" (K, B, C, ...), "grouped" (B, K*C, ...) and, around unfolded
+        # 1-D convolutions, "last" (K, B, L, C)
         layout = "shared" if shared else "member"
         for kind, mod in zip(self.kinds, self.layers):
-            if kind in ("conv", "norm") and layout != "grouped":
-                if layout == "shared":  # every member sees the same batch: repeat it along the channels
-                    x = x.repeat(1, k, *([1] * (x.dim() - 2)))
-                else:
-                    x = x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
-                layout = "grouped"
             if kind == "linear":
-                if layout == "shared":
-                    x = x.unsqueeze(0).expand(k, *x.shape)
-                out = torch.bmm(x, mod.weight.transpose(1, 2))
+                x, layout = self._to(x, layout, "member"), "member"
+                out = torch.bmm(x, mod.weight)
                 x = out + mod.bias.unsqueeze(1) if mod.bias is not None else out
-                layout = "member"
+            elif kind == "unfold":
+                x, layout = self._unfold_conv(x, layout, mod), "last"
             elif kind == "conv":
-                x = mod.conv(x, mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, k)
-            elif kind == "norm":
+                x, layout = self._to(x, layout, "grouped"), "grouped"
+                x = mod.conv(x, mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, self.k)
+            elif kind in ("norm", "pool"):
+                x, layout = self._to(x, layout, "grouped"), "grouped"
                 x = mod(x)
             elif kind == "flatten":
-                if layout == "grouped":
-                    x = x.reshape(x.shape[0], k, -1).transpose(0, 1)
-                    layout = "member"
-                elif layout == "shared":
+                if layout == "shared":
                     x = x.reshape(x.shape[0], -1)
                 else:
-                    x = x.reshape(k, x.shape[1], -1)
-            else:
+                    x, layout = self._to(x, layout, "member"), "member"
+                    x = x.reshape(self.k, x.shape[1], -1)
+            else:  # elementwise (ReLU): any layout
                 x = mod(x)
         if layout != "member":
             raise ValueError("a stacked model must end in a linear layer")
         return x
+
+    def _to(self, x: torch.Tensor, have: str, want: str) -> torch.Tensor:
+        """``x`` moved from layout ``have`` to ``want`` (a view where possible)."""
+        if have == want:
+            return x
+        k = self.k
+        if have == "shared":
+            x = x.unsqueeze(0).expand(k, *x.shape)
+        elif have == "grouped":
+            x = x.view(x.shape[0], k, -1, *x.shape[2:]).transpose(0, 1)
+        elif have == "last":
+            x = x.transpose(-1, -2)
+        # now (K, B, C, ...)
+        if want == "grouped":
+            return x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
+        if want == "last":
+            return x.transpose(-1, -2)
+        return x
+
+    def _unfold_conv(self, x: torch.Tensor, layout: str, mod: nn.Module) -> torch.Tensor:
+        """A 1-D convolution of every member at once: patches ``(K, B*L_out, C*kernel)`` times the members'
+        weights ``(K, C*kernel, C_out)``, channels last in and out."""
+        k, pad, stride = self.k, mod.padding, mod.stride
+        c_out, _, width = mod.shape
+        if layout == "shared":  # one batch for all members: unfold it once, broadcast over the members
+            x = x.transpose(1, 2).unsqueeze(0)  # (1, B, L, C)
+        else:
+            x = self._to(x, layout, "last")  # (K, B, L, C)
+        b, length = x.shape[1], (x.shape[2] + 2 * pad - width) // stride + 1
+        patches = _Patches.apply(x, width, stride, pad)  # (K|1, B*L_out, C*kernel)
+        if patches.shape[0] == 1:
+            out = torch.matmul(patches, mod.weight)
+            out = out + mod.bias.unsqueeze(1) if mod.bias is not None else out
+        elif mod.bias is not None:
+            out = torch.baddbmm(mod.bias.unsqueeze(1), patches, mod.weight)
+        else:
+            out = torch.bmm(patches, mod.weight)
+        return out.view(k, b, length, c_out)
 
     def stacked_parameters(self) -> list[tuple[torch.Tensor, int]]:
         """Every trainable parameter with the size of its per-member slices along dim 0 (1 for stacked
@@ -129,7 +205,7 @@ class StackedModel(nn.Module):
         for kind, mod in zip(self.kinds, self.layers):
             for p in (getattr(mod, "weight", None), getattr(mod, "bias", None)):
                 if isinstance(p, nn.Parameter) and p.requires_grad:
-                    out.append((p, 1 if kind == "linear" else p.shape[0] // self.k))
+                    out.append((p, 1 if kind in MEMBER_MAJOR else p.shape[0] // self.k))
         return out
 
     def _member_slices(self, i: int):
@@ -138,8 +214,8 @@ class StackedModel(nn.Module):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 t = getattr(mod, name, None)
                 if isinstance(t, torch.Tensor):
-                    c = 1 if kind == "linear" else t.shape[0] // self.k
-                    yield kind, name, (t[i] if kind == "linear" else t[i * c : (i + 1) * c])
+                    c = 1 if kind in MEMBER_MAJOR else t.shape[0] // self.k
+                    yield kind, name, (t[i] if kind in MEMBER_MAJOR else t[i * c : (i + 1) * c])
 
     @torch.no_grad()
     def silence_member(self, i: int):
@@ -157,7 +233,9 @@ class StackedModel(nn.Module):
                 if not isinstance(t, torch.Tensor):
                     continue
                 if kind == "linear":
-                    state[f"{index}.{name}"] = t[i]
+                    state[f"{index}.{name}"] = t[i].t() if name == "weight" else t[i]
+                elif kind == "unfold":
+                    state[f"{index}.{name}"] = t[i].t().view(mod.shape) if name == "weight" else t[i]
                 elif name == "num_batches_tracked":
                     state[f"{index}.{name}"] = t
                 else:
