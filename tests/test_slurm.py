@@ -266,8 +266,8 @@ class TestFailureOnTheCluster:
         # the next run asks for the three unfinished runs only, and trains them
         config = tmp_path / "slow.yaml"
         dry = snakemake_on(cluster, tmp_path, "-n", "--until", "aggregate_runs", configfile=config)
-        outputs = re.search(r"rule train_pack_\w+:\n\s+input: .*\n\s+output: (.*)\n", output_of(dry)).group(1)
-        assert len(outputs.split(", ")) == 3 and done[0].parent.name not in outputs
+        packs = re.findall(r"pack \w+: (\d+) run\(s\) to train into \S+: (.*)\n", output_of(dry))
+        assert len(packs) == 1 and packs[0][0] == "3" and done[0].parent.name not in packs[0][1]
         rerun = snakemake_on(cluster, tmp_path, "--until", "aggregate_runs", configfile=config)
         assert rerun.returncode == 0, output_of(rerun)[-5000:]
         log = (tmp_path / "logs/train_pack/mnist1d_mlp_b8_n4000_p0.log").read_text()

@@ -140,8 +140,7 @@ def test_adding_a_batch_size_trains_only_its_runs(smoke, tmp_path):
     trained = [k for k in jobs if k.startswith("train_pack_")]
     assert trained and all("_b32_" in k for k in trained)
     new = [s for s in smoke_specs(config) if s["batch_size"] == 32]
-    assert result.stdout.count("results/runs/") >= len(new)
-    assert all(s["run_id"] in result.stdout for s in new)
+    assert all(s["run_id"] in result.stdout for s in new)  # each pack's message names its runs
     for rule in ("aggregate_runs", "render_figures_learning_rate", "write_numbers", "build_paper"):
         assert rule in jobs
 

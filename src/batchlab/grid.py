@@ -172,6 +172,24 @@ def packs(specs: Iterable[dict], incomplete: set[str], pack_size: int) -> list[P
     return out
 
 
+class RunIds(tuple):
+    """The ids of a study's runs, sorted. Its ``repr`` is short (the count and a digest), and it is what
+    Snakemake records of a rule's params to decide whether they changed: a study of 10,000 runs is then
+    not spelled out in every dry run's reasons or in the workflow's metadata."""
+
+    def __new__(cls, ids: Iterable[str]):
+        return super().__new__(cls, sorted(ids))
+
+    def __repr__(self) -> str:
+        digest = hashlib.sha256("\n".join(self).encode()).hexdigest()[:16]
+        return f"RunIds({len(self)} runs, sha256 {digest})"
+
+
+def receipt_path(pack: Pack, root: str = "results/packs") -> str:
+    """Where a pack's job records that it finished (see batchlab.store.write_receipt)."""
+    return f"{root}/{pack.name}.json"
+
+
 def targets(config: dict) -> dict[str, list[float]]:
     """Per architecture, the test accuracies for steps-to-target. They are read off the history when the
     tables are made, so changing them re-aggregates without retraining anything."""

@@ -9,7 +9,9 @@ Adding an architecture is one function and one line in ``ARCHITECTURES``::
 
 ``input_ndim`` is the number of non-batch input dimensions the model accepts (2 for (C, L) signals, 3 for
 (C, H, W) images, None for any); validation uses it to reject, say, an image CNN on MNIST-1D before training.
-Builders never choose a device or precision: the training loop does.
+Builders never choose a device or precision: the training loop does. torch is imported when a model is
+first built, not with this module: the workflow reads the registry to validate a config on every parse,
+and a parse should not pay for importing torch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,18 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from torch import nn
+
+
+class _LazyNN:
+    """``torch.nn``, imported on first use."""
+
+    def __getattr__(self, name):
+        from torch import nn as torch_nn
+
+        return getattr(torch_nn, name)
+
+
+nn = _LazyNN()
 
 
 @dataclass(frozen=True)
@@ -75,20 +88,26 @@ def cnn_bn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) -> n
     return cnn(input_shape, num_classes, width=width, batch_norm=True)
 
 
-class _ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        )
-        self.skip = (
-            nn.Identity() if stride == 1 and cin == cout
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-        )
+def _res_block(cin: int, cout: int, stride: int) -> nn.Module:
+    """A residual block: two 3x3 conv-BN layers, a projection on the skip path when shapes change."""
+    from torch import nn as torch_nn
 
-    def forward(self, x):
-        return (self.body(x) + self.skip(x)).relu()
+    class ResBlock(torch_nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+            )
+            self.skip = (
+                nn.Identity() if stride == 1 and cin == cout
+                else nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            )
+
+        def forward(self, x):
+            return (self.body(x) + self.skip(x)).relu()
+
+    return ResBlock()
 
 
 def resnet_small(input_shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Module:
@@ -96,7 +115,7 @@ def resnet_small(input_shape: tuple[int, ...], num_classes: int, width: int = 32
     c = input_shape[0]
     return nn.Sequential(
         nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-        _ResBlock(width, width, 1), _ResBlock(width, 2 * width, 2), _ResBlock(2 * width, 4 * width, 2),
+        _res_block(width, width, 1), _res_block(width, 2 * width, 2), _res_block(2 * width, 4 * width, 2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes),
     )
 

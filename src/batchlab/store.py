@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where histories are read or written, not on every workflow parse
+    import pandas as pd
 
 SPEC, HISTORY, SUMMARY = "spec.json", "history.parquet", "summary.json"
 
@@ -59,4 +61,17 @@ def read_spec(root: str | Path, run_id: str) -> dict:
 
 
 def read_history(root: str | Path, run_id: str) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(run_dir(root, run_id) / HISTORY)
+
+
+def write_receipt(path: str | Path, specs: list[dict], root: str | Path) -> None:
+    """Record that a pack's runs are all complete (the output of its training job): their ids and the
+    summary of each. Raises if one is not complete."""
+    missing = [s["run_id"] for s in specs if not is_complete(root, s["run_id"])]
+    if missing:
+        raise RuntimeError(f"the pack finished but {len(missing)} of its runs are not complete: {', '.join(missing)}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    receipt = {"runs": {s["run_id"]: read_summary(root, s["run_id"]) for s in specs}}
+    Path(path).write_text(json.dumps(receipt, indent=2, sort_keys=True, default=float))

@@ -1,6 +1,8 @@
 rule aggregate_runs:
+    # The runs trained in this invocation arrive with their packs' receipts; the runs of the study are its
+    # params, so the tables are made again when the set of runs changes (and not otherwise).
     input:
-        summaries=[summary_file(spec) for spec in RUNS],
+        receipts=[grid.receipt_path(pack) for pack in PACKS],
     output:
         history="results/tables/history.parquet",
         runs="results/tables/runs.parquet",
@@ -14,6 +16,8 @@ rule aggregate_runs:
     resources:
         **LIGHT_RESOURCES,
     params:
+        runs=grid.RunIds(spec["run_id"] for spec in RUNS),
+        runs_root=RUNS_ROOT,
         targets=grid.targets(STUDY),
     script:
         "../scripts/aggregate_runs.py"

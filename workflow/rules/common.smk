@@ -32,6 +32,12 @@ INCOMPLETE = {
     s["run_id"] for s in RUNS if not store.is_complete(RUNS_ROOT, s["run_id"])
 }
 PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
+# A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
+# per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
+# batchlab keeps (atomic, never overwritten). A receipt left over for a pack that has runs to train again
+# (their folders deleted) is stale: removed, so the pack trains.
+for pack in PACKS:
+    Path(grid.receipt_path(pack)).unlink(missing_ok=True)
 
 
 wildcard_constraints:
@@ -50,5 +56,3 @@ def source(path):
     return str(Path(workflow.basedir) / path)
 
 
-def summary_file(spec):
-    return str(store.summary_path(RUNS_ROOT, spec["run_id"]))

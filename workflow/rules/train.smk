@@ -1,6 +1,6 @@
 # One job per pack: runs sharing dataset, architecture, batch size and step count that are not yet
 # complete. A run already in results/runs/ is never trained again, so an edit of the config trains only
-# the runs it adds or changes.
+# the runs it adds or changes. The job writes its runs to the run store and then its receipt.
 TRAINING = STUDY["training"]
 # Packs submitted together as one cluster job (profiles/slurm, BATCHLAB_PACKS_PER_JOB): they form the group
 # "train", which the profile cuts into components of that many packs. Ungrouped by default, because
@@ -36,7 +36,11 @@ for pack in PACKS:
         input:
             dataset=f"results/data/{pack.members[0]['dataset']}.npz",
         output:
-            summaries=[summary_file(spec) for spec in pack.members],
+            # consumed by aggregate_runs, then deleted: the runs themselves are in results/runs/
+            receipt=temp(grid.receipt_path(pack)),
+        message:
+            f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/: "
+            + ", ".join(spec["run_id"] for spec in pack.members)
         log:
             f"logs/train_pack/{pack.name}.log",
         benchmark:
@@ -52,6 +56,7 @@ for pack in PACKS:
             **train_resources(pack),
         params:
             specs=list(pack.members),
+            runs_root=RUNS_ROOT,
             device=TRAINING["device"],
             engine=TRAINING["engine"],
             eval_batch_size=STUDY["evaluation"]["batch_size"],
