@@ -329,3 +329,17 @@ def test_dataset_options_fills_defaults():
     assert grid.dataset_options(cfg, "mnist1d") == {"num_samples": 300, "seed": 42}
     cfg = config.validate({**copy.deepcopy(TINY), "datasets": ["blobs"], "dataset_options": {}})
     assert grid.dataset_options(cfg, "blobs")["n_train"] == 2000
+
+
+def test_run_ids_are_sorted_and_shown_by_count_and_digest():
+    ids = grid.RunIds(["b", "a", "c"])
+    assert list(ids) == ["a", "b", "c"] and ids == grid.RunIds(["c", "b", "a"])
+    assert repr(ids).startswith("RunIds(3 runs, sha256 ") and "'a'" not in repr(ids)
+    assert repr(ids) != repr(grid.RunIds(["a", "b"]))  # Snakemake sees a changed set of runs in the params
+    assert repr(ids) == repr(grid.RunIds(["c", "a", "b"]))
+
+
+def test_receipt_path_is_per_pack(many_specs):
+    packs = grid.packs(many_specs, {s["run_id"] for s in many_specs}, 2)
+    paths = {grid.receipt_path(p) for p in packs}
+    assert len(paths) == len(packs) and all(p.startswith("results/packs/") for p in paths)

@@ -253,7 +253,7 @@ def run_and_cancel_after_first_run(cluster, work: Path, *args: str) -> tuple[str
 
 
 def history_mtimes(work: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime for p in (work / "results" / "runs").glob("*/history.parquet")}
+    return {p.parent.name: p.stat().st_mtime for p in (work / "results" / "runs").glob(f"*/{store.HISTORY}")}
 
 
 class TestFailureOnTheCluster:

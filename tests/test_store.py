@@ -92,3 +92,33 @@ def test_runs_do_not_interfere(tmp_path):
     store.write_run(tmp_path, other, HISTORY, {**SUMMARY, "run_id": "other-run"})
     assert store.is_complete(tmp_path, "other-run") and store.is_complete(tmp_path, SPEC["run_id"])
     assert store.summary_path(tmp_path, "other-run") == tmp_path / "other-run" / "summary.json"
+
+
+def test_receipt_lists_a_packs_runs_only_when_all_are_complete(tmp_path):
+    other = dict(SPEC, run_id="mnist1d-mlp-b8-lr0.2-s0-abcdef0123")
+    store.write_run(tmp_path / "runs", SPEC, HISTORY, SUMMARY)
+    receipt = tmp_path / "packs" / "p0.json"
+    with pytest.raises(RuntimeError, match="1 of its runs are not complete: mnist1d-mlp-b8-lr0.2"):
+        store.write_receipt(receipt, [SPEC, other], tmp_path / "runs")
+    assert not receipt.exists()
+    store.write_run(tmp_path / "runs", other, HISTORY, dict(SUMMARY, run_id=other["run_id"]))
+    store.write_receipt(receipt, [SPEC, other], tmp_path / "runs")
+    runs = json.loads(receipt.read_text())["runs"]
+    assert sorted(runs) == sorted([SPEC["run_id"], other["run_id"]])
+    assert runs[other["run_id"]]["final_test_acc"] == 0.5
+
+
+def test_reading_the_store_does_not_import_pandas():
+    import subprocess
+    import sys
+
+    code = "import sys, batchlab.store, batchlab.grid, batchlab.config; print('pandas' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]  # the workflow parses without importing either
+
+
+def test_runs_written_with_a_parquet_history_are_still_read(tmp_path):
+    folder = store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
+    (folder / store.HISTORY).unlink()
+    HISTORY.to_parquet(folder / store.LEGACY_HISTORY, index=False)
+    pd.testing.assert_frame_equal(store.read_history(tmp_path, SPEC["run_id"]), HISTORY)

@@ -182,6 +182,24 @@ def test_removing_a_learning_rate_trains_nothing_and_drops_it_from_the_tables(sm
     assert not (runs["lr_grid_value"] == dropped).any()
 
 
+def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    spec = next(s for s in smoke_specs() if s["arch"] == "mlp" and s["batch_size"] == 64)
+    shutil.rmtree(work / "results" / "runs" / spec["run_id"])
+    pack = grid.packs(smoke_specs(), {spec["run_id"]}, 4)[0]
+    receipt = work / grid.receipt_path(pack)  # left over from an interrupted invocation, say
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    receipt.write_text("{}")
+    result = snakemake(work, "--until", "aggregate_runs", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"pack {pack.name}: 1 run(s) to train" in result.stdout + result.stderr
+    assert store.is_complete(work / "results" / "runs", spec["run_id"])
+    assert not receipt.exists()  # consumed by the tables, then removed
+    again = snakemake(work, "-n", "--until", "aggregate_runs", configfile=work / "smoke.yaml")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
 @pytest.mark.parametrize(
     "change, words",
     [

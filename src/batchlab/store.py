@@ -1,4 +1,8 @@
-"""The run store: ``results/runs/<run-id>/`` holding ``spec.json``, ``history.parquet`` and ``summary.json``.
+"""The run store: ``results/runs/<run-id>/`` holding ``spec.json``, ``history.arrow`` and ``summary.json``.
+
+A run's history is an Arrow IPC (Feather) file: read in a tenth of a millisecond, where a small Parquet file
+takes about one, which is what lets the tables of 10,000 runs be made in seconds (``pandas.read_feather``
+reads it; runs written before as ``history.parquet`` are read too).
 
 A run folder is written once and atomically: everything goes to a hidden temporary folder beside it, which
 is then renamed into place. A run is complete when its ``summary.json`` exists, so a half-written run is
@@ -16,7 +20,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where histories are read or written, not on every workflow parse
     import pandas as pd
 
-SPEC, HISTORY, SUMMARY = "spec.json", "history.parquet", "summary.json"
+SPEC, HISTORY, SUMMARY = "spec.json", "history.arrow", "summary.json"
+LEGACY_HISTORY = "history.parquet"
 
 
 def run_dir(root: str | Path, run_id: str) -> Path:
@@ -41,7 +46,7 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
-    history.to_parquet(tmp / HISTORY, index=False)
+    write_history(tmp / HISTORY, history)
     (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
     for f in tmp.iterdir():  # data on disk before the rename makes the run visible
         with open(f, "rb") as fh:
@@ -60,10 +65,28 @@ def read_spec(root: str | Path, run_id: str) -> dict:
     return json.loads((run_dir(root, run_id) / SPEC).read_text())
 
 
-def read_history(root: str | Path, run_id: str) -> pd.DataFrame:
-    import pandas as pd
+def write_history(path: str | Path, history: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.feather as feather
 
-    return pd.read_parquet(run_dir(root, run_id) / HISTORY)
+    feather.write_feather(pa.Table.from_pandas(history, preserve_index=False), str(path), compression="uncompressed")
+
+
+def read_history_table(folder: str | Path):
+    """A run folder's history as a ``pyarrow.Table`` (the fast path of the tables)."""
+    import pyarrow as pa
+
+    path = Path(folder) / HISTORY
+    if path.exists():
+        with pa.OSFile(str(path)) as f:  # pyarrow.feather.read_table is 4x slower on files this small
+            return pa.ipc.open_file(f).read_all()
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(str(Path(folder) / LEGACY_HISTORY)).read(use_threads=False)
+
+
+def read_history(root: str | Path, run_id: str) -> pd.DataFrame:
+    return read_history_table(run_dir(root, run_id)).to_pandas()
 
 
 def write_receipt(path: str | Path, specs: list[dict], root: str | Path) -> None:
