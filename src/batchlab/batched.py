@@ -265,6 +265,7 @@ class StackedOptimizer:
         self.momentum = [self._constant(momentum, p, rows) for p, rows in params]
         self.weight_decay = [self._constant(weight_decay, p, rows) for p, rows in params]
         self.state: list[dict] = [{} for _ in params]
+        self.member_steps = [0] * k  # updates each member has taken (Adam's bias corrections)
 
     @staticmethod
     def _per_row(v: torch.Tensor, p: torch.Tensor, rows: int) -> torch.Tensor:
@@ -291,7 +292,45 @@ class StackedOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor):
+    def step(self, lr: torch.Tensor, skip: list[int] | None = None):
+        """One update with the members' learning rates ``lr`` (K,). Members in ``skip`` (a mixed-precision
+        step whose gradients overflowed) keep their parameters and optimizer state, as
+        ``torch.amp.GradScaler`` skips the step of a run alone."""
+        if skip:
+            kept = {i: {key: t.clone() for key, t in self._member_tensors(i).items()} for i in skip}
+        self._step(lr)
+        if skip:
+            for i, saved in kept.items():
+                for key, t in self._member_tensors(i).items():
+                    # state the step created (a first momentum buffer) starts from zero, as if not yet made
+                    t.copy_(saved[key]) if key in saved else t.zero_()
+            for i in skip:
+                self.member_steps[i] -= 1
+
+    def _member_tensors(self, i: int) -> dict[tuple[int, str], torch.Tensor]:
+        """Views of member i's slices of every parameter and optimizer state tensor."""
+        out = {}
+        for index, ((p, rows), state) in enumerate(zip(self.params, self.state)):
+            out[index, "param"] = p[i * rows : (i + 1) * rows]
+            for name, t in state.items():
+                if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == p.shape[0]:
+                    out[index, name] = t[i * rows : (i + 1) * rows]
+        return out
+
+    def _bias_corrections(self, p: torch.Tensor, rows: int) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """Adam's bias corrections 1 - b1^t and sqrt(1 - b2^t), computed in double precision as torch.optim
+        does; per member (as rows of ``p``) where members have taken different numbers of steps."""
+        b1, b2 = self.betas
+        if len(set(self.member_steps)) == 1:
+            t = self.member_steps[0]
+            return 1 - b1**t, math.sqrt(1 - b2**t)
+        t = torch.tensor(self.member_steps, dtype=torch.float64, device=p.device)
+        bc1 = self._per_row((1 - b1**t).to(p.dtype), p, rows)
+        bc2_sqrt = self._per_row(torch.sqrt(1 - b2**t).to(p.dtype), p, rows)
+        return bc1, bc2_sqrt
+
+    def _step(self, lr: torch.Tensor):
+        self.member_steps = [t + 1 for t in self.member_steps]
         lr_rows: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # the lr vector once per slice length
         for (p, rows), m, wd, state in zip(self.params, self.momentum, self.weight_decay, self.state):
             if p.grad is None:
@@ -321,15 +360,43 @@ class StackedOptimizer:
                 b1, b2 = self.betas
                 if "exp_avg" not in state:
                     state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-                    state["step"] = 0
-                state["step"] += 1
                 state["exp_avg"].lerp_(g, 1 - b1)
                 state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                # bias corrections in double precision, as torch.optim.Adam computes them
-                bc1 = 1 - b1 ** state["step"]
-                bc2_sqrt = math.sqrt(1 - b2 ** state["step"])
+                bc1, bc2_sqrt = self._bias_corrections(p, rows)
                 denom = (state["exp_avg_sq"].sqrt() / bc2_sqrt).add_(self.eps)
                 p.copy_(p - (lr_p / bc1) * state["exp_avg"] / denom)
+
+
+class StackedGradScaler:
+    """Dynamic loss scaling for float16 training, one scale per member, following ``torch.amp.GradScaler``:
+    each member's loss is multiplied by its scale before the backward pass and its gradients divided by
+    it after; a member whose gradients overflowed skips the step and halves its scale, and a scale doubles
+    after ``growth_interval`` steps without overflow."""
+
+    def __init__(self, k: int, device: torch.device, init_scale: float = 2.0**16, growth_factor: float = 2.0,
+                 backoff_factor: float = 0.5, growth_interval: int = 2000):
+        self.scale = torch.full((k,), init_scale, dtype=torch.float32, device=device)
+        self.good_steps = torch.zeros(k, dtype=torch.int64, device=device)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+
+    def scaled(self, losses: torch.Tensor) -> torch.Tensor:
+        """The members' losses (K,) times their scales, summed: what to call ``backward()`` on."""
+        return (losses * self.scale).sum()
+
+    @torch.no_grad()
+    def unscale_(self, params: list[tuple[torch.Tensor, int]]):
+        inv = self.scale.double().reciprocal().float()  # in double, as GradScaler computes it
+        for p, rows in params:
+            if p.grad is not None:
+                p.grad.mul_(StackedOptimizer._per_row(inv, p.grad, rows))
+
+    @torch.no_grad()
+    def update(self, overflowed: torch.Tensor):
+        """After a step: ``overflowed`` (K,) tells which members' gradients were not finite."""
+        grown = (self.good_steps + 1 == self.growth_interval) & ~overflowed
+        self.scale = torch.where(overflowed, self.scale * self.backoff_factor,
+                                 torch.where(grown, self.scale * self.growth_factor, self.scale))
+        self.good_steps = torch.where(overflowed | grown, 0, self.good_steps + 1)
 
 
 def lr_table(specs: list[dict], lr_factor) -> torch.Tensor:

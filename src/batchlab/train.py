@@ -240,6 +240,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     total, batch_size, opt = first["steps"], first["batch_size"], first["optimizer"]
     autocast_dtype = PRECISION[first["precision"]]
     autocast = (lambda: torch.autocast(device.type, dtype=autocast_dtype)) if autocast_dtype else nullcontext
+    scaler = batched.StackedGradScaler(k, device) if first["precision"] == "fp16" else None
 
     members = []
     for spec in specs:  # each member initialized exactly as its run alone
@@ -311,9 +312,19 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
             losses = F.cross_entropy(logits.reshape(k * batch_size, -1), y_train[idx].reshape(-1),
                                      reduction="none").view(k, batch_size).mean(1)
         optimizer.zero_grad()
-        losses.sum().backward()
-        norms.append(batched.member_norms([p.grad for p, _ in params], k))
-        optimizer.step(lrs[step])
+        if scaler:
+            scaler.scaled(losses).backward()
+            scaler.unscale_(params)
+        else:
+            losses.sum().backward()
+        grad_norms = batched.member_norms([p.grad for p, _ in params], k)
+        norms.append(grad_norms)
+        if scaler:  # members whose float16 gradients overflowed skip this step
+            overflowed = ~torch.isfinite(grad_norms)
+            optimizer.step(lrs[step], skip=overflowed.nonzero().flatten().tolist())
+            scaler.update(overflowed)
+        else:
+            optimizer.step(lrs[step])
         step += 1
         train_time += time.perf_counter() - t0
 
@@ -364,7 +375,7 @@ CPU_BATCHED_MAX_BATCH = {"dense": 512, "conv": 64}
 
 def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.device, requested: str = "auto") -> str:
     """"batched" or "sequential" for a group of compatible runs (see :func:`compatible_groups`)."""
-    stackable = len(specs) > 1 and batched.can_stack(model) and specs[0]["precision"] != "fp16"
+    stackable = len(specs) > 1 and batched.can_stack(model)
     if requested == "sequential" or not stackable:
         return "sequential"
     if requested == "batched" or device.type == "cuda":
