@@ -24,3 +24,14 @@ def test_engine_benchmark_prints_a_ratio_per_setting():
         fields = row.split()
         assert fields[-2] in ("batched", "sequential") and re.fullmatch(r"\d+\.\d+x", fields[-1]), row
     print(result.stdout)
+
+
+def test_pipeline_benchmark_prints_each_step_against_the_floor_and_the_goal():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = re.findall(r"^(plan|aggregate|no-op): .*?\s([\d.]+) s\s+([\d.]+)x floor\s+([\d.]+) of goal$",
+                      result.stdout, re.MULTILINE)
+    assert [r[0] for r in rows] == ["plan", "aggregate", "no-op", "no-op"], result.stdout
+    assert "400 runs" in result.stdout
+    print(result.stdout)

@@ -212,20 +212,16 @@ def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, floa
 
 
 @torch.no_grad()
-def evaluate_stacked(model: batched.StackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per member, mean cross-entropy and accuracy on ``(x, y)``: two (K,) tensors."""
-    was_training = model.training
-    model.eval()
-    k = model.k
-    loss_sum = torch.zeros(k, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(k, dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size], shared=True).float()  # (K, b, classes)
-        yb = y[i : i + batch_size]
-        loss_sum += F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(k), reduction="none").view(k, -1).sum(1)
-        correct += (out.argmax(-1) == yb).sum(1)
-    model.train(was_training)
-    return loss_sum / len(x), correct / len(x)
+def evaluate_members(model: batched.StackedModel, members: list[torch.nn.Module], which: list[int],
+                     x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[int, tuple[float, float]]:
+    """Mean cross-entropy and accuracy on ``(x, y)`` of the members ``which``: each member's current state is
+    loaded into its own module (``members``) and evaluated as a run alone is. On evaluation batches of
+    hundreds of examples the stacked forward pass is memory-bound and slower than K plain ones."""
+    out = {}
+    for i in which:
+        members[i].load_state_dict(model.member_state(i))
+        out[i] = metrics.evaluate(members[i], x, y, batch_size)
+    return out
 
 
 def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
@@ -247,6 +243,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
         torch.manual_seed(spec["seed"])
         members.append(models.build(spec["arch"], tuple(x_train.shape[1:]), n_classes, spec["model_options"]))
     model = batched.StackedModel(members).to(device)
+    members = [m.to(device) for m in members]  # evaluated one by one (evaluate_members)
     params = model.stacked_parameters()
     optimizer = batched.StackedOptimizer(
         params, k, opt["name"],
@@ -278,14 +275,14 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
         record += just_diverged
         if record:
             torch.backends.mkldnn.enabled = onednn_default
-            train_loss, train_acc = (t.tolist() for t in evaluate_stacked(model, x_train, y_train, eval_batch_size))
-            test_loss, test_acc = (t.tolist() for t in evaluate_stacked(model, x_test, y_test, eval_batch_size))
+            which = sorted(set(record))
+            on_train = evaluate_members(model, members, which, x_train, y_train, eval_batch_size)
+            on_test = evaluate_members(model, members, which, x_test, y_test, eval_batch_size)
             dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
             step_norms = torch.stack(norms).cpu().tolist() if norms else []
             wall = time.perf_counter() - start
-            for i in sorted(set(record)):
-                rows[i].append(eval_row(specs[i], step, len(x_train),
-                                        (train_loss[i], train_acc[i], test_loss[i], test_acc[i]),
+            for i in which:
+                rows[i].append(eval_row(specs[i], step, len(x_train), (*on_train[i], *on_test[i]),
                                         [n[i] for n in step_norms[since[i]:]], dist[i], wall))
                 since[i] = len(step_norms)
             # drop the norms every member still training has been recorded with
@@ -298,9 +295,9 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                 optimizer.silence_member(i)
             diverged_now = []
             if progress:
-                live = [i for i in range(k) if alive[i]] or list(range(k))
-                progress(step, total, sum(train_loss[i] for i in live) / len(live),
-                         max(test_acc[i] for i in live))
+                live = [i for i in which if alive[i]] or which
+                progress(step, total, sum(on_train[i][0] for i in live) / len(live),
+                         max(on_test[i][1] for i in live))
             torch.backends.mkldnn.enabled = onednn_train
         if step == total or not any(alive):
             break
