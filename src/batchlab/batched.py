@@ -78,7 +78,8 @@ class _Patches(torch.autograd.Function):
 
 class StackedModel(nn.Module):
     """K copies of one architecture as one model. ``forward(x)`` takes ``x`` of shape ``(K, B, ...)`` (a
-    batch per member) or ``(B, ...)`` (one batch for all) and returns logits of shape ``(K, B, classes)``."""
+    batch per member) or ``(B, ...)`` (one batch for all) and returns logits of shape ``(K, B, classes)``.
+    ``conv_impl="grouped"`` runs 1-D convolutions as grouped convolutions too (for comparison)."""
 
     def __init__(self, members: list[nn.Sequential], conv_impl: str = "unfold"):
         super().__init__()
