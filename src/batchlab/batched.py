@@ -77,11 +77,11 @@ class _Patches(torch.autograd.Function):
 
 
 class StackedModel(nn.Module):
-    """K copies of one architecture as one model. ``forward(x)`` takes ``x`` of shape ``(K, B, ...)`` (a
-    batch per member) or ``(B, ...)`` (one batch for all) and returns logits of shape ``(K, B, classes)``.
-    ``conv_impl="grouped"`` runs 1-D convolutions as grouped convolutions too (for comparison)."""
+    """K copies of one architecture as one model. ``forward(x)`` takes a batch per member, ``x`` of shape
+    ``(K, B, ...)``, and returns logits of shape ``(K, B, classes)``. (Evaluation loads each member into its
+    own module instead: see batchlab.train.evaluate_members.)"""
 
-    def __init__(self, members: list[nn.Sequential], conv_impl: str = "unfold"):
+    def __init__(self, members: list[nn.Sequential]):
         super().__init__()
         self.k = len(members)
         self.kinds: list[str] = []
@@ -95,8 +95,7 @@ class StackedModel(nn.Module):
                 mod.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
                 mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
                 kind = "linear"
-            elif (isinstance(first, nn.Conv1d) and first.dilation == (1,) and isinstance(first.padding, tuple)
-                  and conv_impl == "unfold"):
+            elif isinstance(first, nn.Conv1d) and first.dilation == (1,) and isinstance(first.padding, tuple):
                 mod = nn.Module()
                 # (K, C_in*kernel, C_out), like a linear layer's weight: patches times weight per member
                 mod.weight = nn.Parameter(torch.stack([m.weight.detach().flatten(1).t() for m in layers]).contiguous())
@@ -130,12 +129,11 @@ class StackedModel(nn.Module):
             self.layers.append(mod)
             self.kinds.append(kind)
 
-    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """Logits ``(K, B, classes)`` of ``x``: ``(K, B, ...)``, a batch per member, or with ``shared`` one
-        batch ``(B, ...)`` for every member (evaluation)."""
-        # layouts: "shared" (B, C, ...), "member" (K, B, C, ...), "grouped" (B, K*C, ...) and, around unfolded
-        # 1-D convolutions, "last" (K, B, L, C)
-        layout = "shared" if shared else "member"
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(K, B, classes)`` of ``x``, a batch per member ``(K, B, ...)``."""
+        # layouts: "member" (K, B, C, ...), "grouped" (B, K*C, ...) and, around unfolded 1-D convolutions,
+        # "last" (K, B, L, C)
+        layout = "member"
         for kind, mod in zip(self.kinds, self.layers):
             if kind == "linear":
                 x, layout = self._to(x, layout, "member"), "member"
@@ -150,11 +148,8 @@ class StackedModel(nn.Module):
                 x, layout = self._to(x, layout, "grouped"), "grouped"
                 x = mod(x)
             elif kind == "flatten":
-                if layout == "shared":
-                    x = x.reshape(x.shape[0], -1)
-                else:
-                    x, layout = self._to(x, layout, "member"), "member"
-                    x = x.reshape(self.k, x.shape[1], -1)
+                x, layout = self._to(x, layout, "member"), "member"
+                x = x.reshape(self.k, x.shape[1], -1)
             else:  # elementwise (ReLU): any layout
                 x = mod(x)
         if layout != "member":
@@ -166,9 +161,7 @@ class StackedModel(nn.Module):
         if have == want:
             return x
         k = self.k
-        if have == "shared":
-            x = x.unsqueeze(0).expand(k, *x.shape)
-        elif have == "grouped":
+        if have == "grouped":
             x = x.view(x.shape[0], k, -1, *x.shape[2:]).transpose(0, 1)
         elif have == "last":
             x = x.transpose(-1, -2)
@@ -184,16 +177,10 @@ class StackedModel(nn.Module):
         weights ``(K, C*kernel, C_out)``, channels last in and out."""
         k, pad, stride = self.k, mod.padding, mod.stride
         c_out, _, width = mod.shape
-        if layout == "shared":  # one batch for all members: unfold it once, broadcast over the members
-            x = x.transpose(1, 2).unsqueeze(0)  # (1, B, L, C)
-        else:
-            x = self._to(x, layout, "last")  # (K, B, L, C)
+        x = self._to(x, layout, "last")  # (K, B, L, C)
         b, length = x.shape[1], (x.shape[2] + 2 * pad - width) // stride + 1
-        patches = _Patches.apply(x, width, stride, pad)  # (K|1, B*L_out, C*kernel)
-        if patches.shape[0] == 1:
-            out = torch.matmul(patches, mod.weight)
-            out = out + mod.bias.unsqueeze(1) if mod.bias is not None else out
-        elif mod.bias is not None:
+        patches = _Patches.apply(x, width, stride, pad)  # (K, B*L_out, C*kernel)
+        if mod.bias is not None:
             out = torch.baddbmm(mod.bias.unsqueeze(1), patches, mod.weight)
         else:
             out = torch.bmm(patches, mod.weight)
@@ -282,10 +269,9 @@ class StackedOptimizer:
     @torch.no_grad()
     def silence_member(self, i: int):
         """Zero member i's optimizer state (see :meth:`StackedModel.silence_member`)."""
-        for (p, rows), state in zip(self.params, self.state):
-            for t in state.values():
-                if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == p.shape[0]:
-                    t[i * rows : (i + 1) * rows] = 0
+        for (_, name), t in self._member_tensors(i).items():
+            if name != "param":
+                t.zero_()
 
     @torch.no_grad()
     def zero_grad(self):
@@ -318,20 +304,20 @@ class StackedOptimizer:
                     out[index, name] = t[i * rows : (i + 1) * rows]
         return out
 
-    def _bias_corrections(self, p: torch.Tensor, rows: int) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    def _bias_corrections(self, device: torch.device) -> tuple[float | torch.Tensor, float | torch.Tensor]:
         """Adam's bias corrections 1 - b1^t and sqrt(1 - b2^t), computed in double precision as torch.optim
-        does; per member (as rows of ``p``) where members have taken different numbers of steps."""
+        does: numbers, or (K,) vectors where members have taken different numbers of steps."""
         b1, b2 = self.betas
         if len(set(self.member_steps)) == 1:
             t = self.member_steps[0]
             return 1 - b1**t, math.sqrt(1 - b2**t)
-        t = torch.tensor(self.member_steps, dtype=torch.float64, device=p.device)
-        bc1 = self._per_row((1 - b1**t).to(p.dtype), p, rows)
-        bc2_sqrt = self._per_row(torch.sqrt(1 - b2**t).to(p.dtype), p, rows)
-        return bc1, bc2_sqrt
+        t = torch.tensor(self.member_steps, dtype=torch.float64, device=device)
+        return 1 - b1**t, torch.sqrt(1 - b2**t)
 
     def _step(self, lr: torch.Tensor):
         self.member_steps = [t + 1 for t in self.member_steps]
+        if self.name == "adam":
+            bias_corrections = self._bias_corrections(lr.device)
         lr_rows: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # the lr vector once per slice length
         for (p, rows), m, wd, state in zip(self.params, self.momentum, self.weight_decay, self.state):
             if p.grad is None:
@@ -363,7 +349,8 @@ class StackedOptimizer:
                     state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
                 state["exp_avg"].lerp_(g, 1 - b1)
                 state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1, bc2_sqrt = self._bias_corrections(p, rows)
+                bc1, bc2_sqrt = (v if isinstance(v, float) else self._per_row(v.to(p.dtype), p, rows)
+                                 for v in bias_corrections)
                 denom = (state["exp_avg_sq"].sqrt() / bc2_sqrt).add_(self.eps)
                 p.copy_(p - (lr_p / bc1) * state["exp_avg"] / denom)
 
