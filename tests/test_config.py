@@ -44,7 +44,8 @@ def test_shipped_configs_validate_with_defaults_filled(path):
     assert cfg["precision"] == "fp32"
     assert set(cfg["overrides"]) <= set(cfg["architectures"])
     assert cfg["data_dir"] == "data"
-    assert set(cfg["training"]) == {"pack_size", "engine", "device", "threads", "gpu", "mem_mb", "seconds_per_step"}
+    assert set(cfg["training"]) == {"pack_size", "engine", "device", "threads", "gpu", "mem_mb", "seconds_per_step", "checkpoint"}
+    assert cfg["training"]["checkpoint"] == {"enabled": True, "every_minutes": 10, "every_steps": None, "keep": False}
     assert cfg["training"]["engine"] == "auto" and cfg["training"]["gpu"] is None and cfg["training"]["mem_mb"] is None
     assert cfg["cluster"] == {"local_light_rules": True}
     assert cfg["learning_rates"]["scaling"] == "linear" and cfg["learning_rates"]["reference_batch_size"] == 1
@@ -353,8 +354,9 @@ def test_invalid_config_is_one_line_config_error(changes, key):
 # -- data availability -----------------------------------------------------------------------------------
 
 
-def mnist_config(tmp_path) -> dict:
-    raw = with_(datasets=["mnist"], dataset_options={}, architectures=["logreg"], data_dir=str(tmp_path / "data"))
+def mnist_config(tmp_path, **changes) -> dict:
+    raw = with_(datasets=["mnist"], dataset_options={}, architectures=["logreg"], data_dir=str(tmp_path / "data"),
+                **changes)
     return config.validate(raw)
 
 
@@ -369,12 +371,29 @@ def test_check_data_available_names_the_expected_path(tmp_path):
     assert "'data_dir'" in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"])
-def test_check_data_available_accepts_plain_or_gzipped_files(tmp_path, name):
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_check_data_available_accepts_plain_or_gzipped_files(tmp_path, suffix):
+    cfg = mnist_config(tmp_path, verify_data_files=False)  # empty stand-ins, not the published files
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for stem in data.IDX_STEMS:
+        (tmp_path / "data" / "mnist" / (stem + suffix)).write_bytes(b"")
+    config.check_data_available(cfg, tmp_path / "prepared")
+    (tmp_path / "data" / "mnist" / ("t10k-labels-idx1-ubyte" + suffix)).unlink()
+    with pytest.raises(ConfigError, match="'datasets\\[0\\]': .*t10k-labels-idx1-ubyte"):
+        config.check_data_available(cfg, tmp_path / "prepared")
+
+
+def test_check_data_available_checks_the_published_checksums(tmp_path):
     cfg = mnist_config(tmp_path)
     (tmp_path / "data" / "mnist").mkdir(parents=True)
-    (tmp_path / "data" / "mnist" / name).write_bytes(b"")
-    config.check_data_available(cfg, tmp_path / "prepared")
+    for stem in data.IDX_STEMS:
+        (tmp_path / "data" / "mnist" / (stem + ".gz")).write_bytes(b"not mnist")
+    with pytest.raises(ConfigError) as info:
+        config.check_data_available(cfg, tmp_path / "prepared")
+    msg = str(info.value)
+    assert msg.startswith("'datasets[0]': dataset 'mnist': ")
+    assert str(tmp_path / "data" / "mnist" / "train-images-idx3-ubyte.gz") in msg
+    assert "expected f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg and "\n" not in msg
 
 
 def test_check_data_available_skips_prepared_datasets(tmp_path):

@@ -119,6 +119,7 @@ class StackedModel(nn.Module):
                     if first.track_running_stats:
                         mod.running_mean.copy_(torch.cat([m.running_mean for m in layers]))
                         mod.running_var.copy_(torch.cat([m.running_var for m in layers]))
+                        mod.num_batches_tracked.copy_(first.num_batches_tracked)
                 kind = "norm"
             elif isinstance(first, nn.Flatten):
                 mod, kind = nn.Identity(), "flatten"
@@ -196,14 +197,44 @@ class StackedModel(nn.Module):
                     out.append((p, 1 if kind in MEMBER_MAJOR else p.shape[0] // self.k))
         return out
 
-    def _member_slices(self, i: int):
-        """(layer kind, attribute name, member i's slice) of every parameter and buffer."""
-        for kind, mod in zip(self.kinds, self.layers):
-            for name in ("weight", "bias", "running_mean", "running_var"):
+    def _tensors(self):
+        """(layer kind, layer, attribute name, tensor) of every parameter and buffer, in the order of the
+        members' own ``state_dict``."""
+        for index, (kind, mod) in enumerate(zip(self.kinds, self.layers)):
+            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
                 t = getattr(mod, name, None)
                 if isinstance(t, torch.Tensor):
-                    c = 1 if kind in MEMBER_MAJOR else t.shape[0] // self.k
-                    yield kind, name, (t[i] if kind in MEMBER_MAJOR else t[i * c : (i + 1) * c])
+                    yield f"{index}.{name}", kind, mod, name, t
+
+    def _slice(self, kind: str, t: torch.Tensor, i: int) -> torch.Tensor:
+        """Member i's slice of a stacked tensor (a view), in the stacked layout."""
+        if kind in MEMBER_MAJOR:
+            return t[i]
+        c = t.shape[0] // self.k
+        return t[i * c : (i + 1) * c]
+
+    @staticmethod
+    def _own(kind: str, mod: nn.Module, name: str, piece: torch.Tensor) -> torch.Tensor:
+        """A member's slice in the layout of its own module (linear and unfolded weights are stored
+        transposed)."""
+        if name == "weight" and kind == "linear":
+            return piece.t()
+        if name == "weight" and kind == "unfold":
+            return piece.t().view(mod.shape)
+        return piece
+
+    @staticmethod
+    def _stacked(kind: str, name: str, value: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`_own`: a tensor of a member's own module in the stacked layout."""
+        if name == "weight" and kind in MEMBER_MAJOR:
+            return value.reshape(value.shape[0], -1).t()
+        return value
+
+    def _member_slices(self, i: int):
+        """(layer kind, attribute name, member i's slice) of every parameter and buffer."""
+        for _, kind, _, name, t in self._tensors():
+            if name != "num_batches_tracked":
+                yield kind, name, self._slice(kind, t, i)
 
     @torch.no_grad()
     def silence_member(self, i: int):
@@ -213,23 +244,23 @@ class StackedModel(nn.Module):
             t.fill_(1.0 if name == "running_var" else 0.0)
 
     def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        """Member ``i``'s parameters and buffers, named as in its own ``nn.Sequential``."""
-        state = {}
-        for index, (kind, mod) in enumerate(zip(self.kinds, self.layers)):
-            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-                t = getattr(mod, name, None)
-                if not isinstance(t, torch.Tensor):
-                    continue
-                if kind == "linear":
-                    state[f"{index}.{name}"] = t[i].t() if name == "weight" else t[i]
-                elif kind == "unfold":
-                    state[f"{index}.{name}"] = t[i].t().view(mod.shape) if name == "weight" else t[i]
-                elif name == "num_batches_tracked":
-                    state[f"{index}.{name}"] = t
-                else:
-                    c = t.shape[0] // self.k
-                    state[f"{index}.{name}"] = t[i * c : (i + 1) * c]
-        return state
+        """Member ``i``'s parameters and buffers, named as in its own ``nn.Sequential`` (views)."""
+        return {key: t if name == "num_batches_tracked" else self._own(kind, mod, name, self._slice(kind, t, i))
+                for key, kind, mod, name, t in self._tensors()}
+
+    @torch.no_grad()
+    def load_member_state(self, i: int, state: dict[str, torch.Tensor]):
+        """Set member ``i``'s parameters and buffers from a state dict of its own module (a checkpoint)."""
+        for key, kind, _, name, t in self._tensors():
+            if name == "num_batches_tracked":  # one counter for all members, which step together
+                t.copy_(state[key])
+            else:
+                self._slice(kind, t, i).copy_(self._stacked(kind, name, state[key]))
+
+    def parameter_layouts(self) -> list[tuple[str, nn.Module, str]]:
+        """(layer kind, layer, attribute name) of each tensor of :meth:`stacked_parameters`, in order."""
+        return [(kind, mod, name) for _, kind, mod, name, t in self._tensors()
+                if isinstance(t, nn.Parameter) and t.requires_grad]
 
 
 def member_norms(tensors: list[torch.Tensor], k: int) -> torch.Tensor:
@@ -272,6 +303,32 @@ class StackedOptimizer:
         for (_, name), t in self._member_tensors(i).items():
             if name != "param":
                 t.zero_()
+
+    def member_state(self, i: int, model: StackedModel) -> dict[int, dict[str, torch.Tensor]]:
+        """Member i's optimizer state as ``torch.optim``'s ``state_dict()["state"]`` of its run alone would
+        hold it: per parameter index, the momentum buffer (SGD) or step and moment estimates (Adam), each a
+        copy in the layout of the member's own module."""
+        state = {}
+        for index, ((kind, mod, name), own) in enumerate(zip(model.parameter_layouts(), self.state)):
+            entry = {key: model._own(kind, mod, name, model._slice(kind, t, i)).clone()
+                     for key, t in own.items() if isinstance(t, torch.Tensor)}
+            if entry and self.name == "adam":
+                entry["step"] = torch.tensor(float(self.member_steps[i]))
+            if entry:
+                state[index] = entry
+        return state
+
+    @torch.no_grad()
+    def load_member_state(self, i: int, state: dict, model: StackedModel):
+        """Set member i's optimizer state from :meth:`member_state`'s layout (a checkpoint of either engine)."""
+        for index, ((p, _), (kind, _, name), own) in enumerate(zip(self.params, model.parameter_layouts(), self.state)):
+            for key, value in state.get(index, {}).items():
+                if key == "step":
+                    self.member_steps[i] = int(value)
+                elif value is not None:
+                    if key not in own:
+                        own[key] = torch.zeros_like(p)
+                    model._slice(kind, own[key], i).copy_(model._stacked(kind, name, value))
 
     @torch.no_grad()
     def zero_grad(self):
@@ -366,6 +423,14 @@ class StackedGradScaler:
         self.scale = torch.full((k,), init_scale, dtype=torch.float32, device=device)
         self.good_steps = torch.zeros(k, dtype=torch.int64, device=device)
         self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+
+    def member_state(self, i: int) -> dict:
+        """Member i's scale in the layout of ``torch.amp.GradScaler.state_dict()``."""
+        return {"scale": float(self.scale[i]), "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+                "growth_interval": self.growth_interval, "_growth_tracker": int(self.good_steps[i])}
+
+    def load_member_state(self, i: int, state: dict):
+        self.scale[i], self.good_steps[i] = state["scale"], state["_growth_tracker"]
 
     def scaled(self, losses: torch.Tensor) -> torch.Tensor:
         """The members' losses (K,) times their scales, summed: what to call ``backward()`` on."""

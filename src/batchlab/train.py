@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from batchlab import __version__, batched, data, metrics, models, store
+from batchlab import __version__, batched, checkpoint, data, metrics, models, store
+from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.schedules import lr_factor
 
 log = logging.getLogger("batchlab.train")
@@ -93,10 +94,13 @@ def _use_onednn(device: torch.device, batch_size: int) -> bool:
 
 
 def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
-              eval_batch_size: int = 1000, final_state: dict | None = None) -> tuple[pd.DataFrame, dict]:
+              eval_batch_size: int = 1000, final_state: dict | None = None,
+              checkpoints: Checkpointer | None = None, resume: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Train one run; return its history (one row per evaluation) and its summary. ``eval_batch_size`` only
     bounds the memory of evaluation; ``progress(step, total, train_loss, test_acc)`` is called at each one;
-    ``final_state``, when given, receives the trained model's parameters and buffers."""
+    ``final_state``, when given, receives the trained model's parameters and buffers. ``checkpoints`` saves
+    the run's state on its cadence and stops the run when asked to (:class:`TrainingInterrupted`);
+    ``resume``, a checkpoint of this run, continues from it to the numbers of an uninterrupted run."""
     x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     n_classes = data.num_classes(spec["dataset"], spec["dataset_options"])
     total, batch_size = spec["steps"], spec["batch_size"]
@@ -114,24 +118,46 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
     evals = set(eval_steps(total, spec["eval_points"]))
 
     rows, norms = [], []
-    initial_loss, diverged_at, train_time = None, None, 0.0
+    initial_loss, diverged_at, train_time, step, wall_before = None, None, 0.0, 0, 0.0
+    if resume is not None:  # the state after ``step`` updates, its evaluations and the position in the data
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scaler and resume["scaler"]:
+            scaler.load_state_dict(resume["scaler"])
+        checkpoint.set_rng_state(resume["rng"], device)
+        rows, norms, step = list(resume["rows"]), list(resume["norms"]), resume["step"]
+        initial_loss, train_time, wall_before = resume["initial_loss"], resume["train_time"], resume["wall_time"]
+    resumed_at = step if resume is not None else None
+
+    def state_now() -> dict:
+        return checkpoint.run_state(spec, "sequential", step, model.state_dict(), optimizer.state_dict(),
+                                    scaler.state_dict() if scaler else None, rows, norms, initial_loss,
+                                    train_time, wall_before + time.perf_counter() - start, device)
+
     start = time.perf_counter()
-    step = 0
     onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
+    torch.backends.mkldnn.enabled = onednn_train  # evaluations switch to the default and back
     while True:
-        # evaluate at the scheduled steps (and at divergence)
-        if step in evals or diverged_at is not None:
+        # evaluate at the scheduled steps (and at divergence); a resumed run has its step's evaluation
+        if (step in evals and step != resumed_at) or diverged_at is not None:
             torch.backends.mkldnn.enabled = onednn_default
             train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
             test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
             rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
-                                 [float(n) for n in norms], metrics.distance(model, w0), time.perf_counter() - start))
+                                 [float(n) for n in norms], metrics.distance(model, w0),
+                                 wall_before + time.perf_counter() - start))
             norms = []
             if progress:
                 progress(step, total, train_loss, test_acc)
             torch.backends.mkldnn.enabled = onednn_train
         if step == total or diverged_at is not None:
             break
+
+        # checkpoint on the cadence, and stop here when the job is asked to
+        if checkpoints is not None and checkpoints.due(step):
+            if step not in (0, resumed_at):
+                checkpoints.save([state_now()])
+            checkpoints.stop_if_requested(f"at step {step} of {spec['run_id']}")
 
         # set the learning rate
         t0 = time.perf_counter()
@@ -164,10 +190,12 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
     torch.backends.mkldnn.enabled = onednn_default
     history, summary = summarize(spec, rows, step, len(x_train), len(x_test), diverged_at,
                                  step * batch_size / train_time if train_time > 0 else math.nan,
-                                 train_time, time.perf_counter() - start, device)
+                                 train_time, wall_before + time.perf_counter() - start, device)
     summary["engine"] = "sequential"
     if final_state is not None:
         final_state.update({name: t.detach().clone() for name, t in model.state_dict().items()})
+    if checkpoints is not None and checkpoints.keep:
+        checkpoints.final[spec["run_id"]] = state_now()
     return history, summary
 
 
@@ -225,11 +253,16 @@ def evaluate_members(model: batched.StackedModel, members: list[torch.nn.Module]
 
 
 def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
-                  eval_batch_size: int = 1000, final_states: list | None = None) -> list[tuple[pd.DataFrame, dict]]:
+                  eval_batch_size: int = 1000, final_states: list | None = None,
+                  checkpoints: Checkpointer | None = None, resume: list[dict] | None = None,
+                  on_finish=None) -> list[tuple[pd.DataFrame, dict]]:
     """Train the runs of a pack at once as one stacked model (batchlab.batched); return each run's history and
     summary, as :func:`train_run` would for the run alone. The runs share dataset, architecture, batch size,
     step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when
-    given, receives each member's parameters and buffers, named as in its own model."""
+    given, receives each member's parameters and buffers, named as in its own model. ``checkpoints`` and
+    ``resume`` (a checkpoint per member, all at the same step) as for :func:`train_run`, in the same format;
+    ``on_finish(i, history, summary)`` is called as soon as member ``i`` is done (a diverged member before
+    the others)."""
     x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     first, k = specs[0], len(specs)
     n_classes = data.num_classes(first["dataset"], first["dataset_options"])
@@ -242,6 +275,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     for spec in specs:  # each member initialized exactly as its run alone
         torch.manual_seed(spec["seed"])
         members.append(models.build(spec["arch"], tuple(x_train.shape[1:]), n_classes, spec["model_options"]))
+    groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(members, specs)]  # for checkpoints
     model = batched.StackedModel(members).to(device)
     members = [m.to(device) for m in members]  # evaluated one by one (evaluate_members)
     params = model.stacked_parameters()
@@ -262,16 +296,54 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     rows: list[list[dict]] = [[] for _ in specs]
     norms: list[torch.Tensor] = []  # per step, every member's gradient norm (K,)
     since = [0] * k  # per member, where in ``norms`` its next evaluation row starts
+    carried: list[list[float]] = [[] for _ in specs]  # a resumed member's norms from before its checkpoint
     alive = [True] * k
     frozen: dict[int, dict] = {}
     initial_loss: list[float | None] = [None] * k
     diverged_at: list[int | None] = [None] * k
     just_diverged: list[int] = []
     diverged_now: list[int] = []
-    train_time, start, step = 0.0, time.perf_counter(), 0
+    results: list[tuple[pd.DataFrame, dict] | None] = [None] * k
+    train_time, step, wall_before = 0.0, 0, 0.0
+    if resume is not None:  # every member's state after ``step`` updates (see batchlab.checkpoint)
+        step = resume[0]["step"]
+        if any(r["step"] != step for r in resume):
+            raise ValueError("the members of a batched pack resume from one step")
+        for i, r in enumerate(resume):
+            model.load_member_state(i, r["model"])
+            optimizer.load_member_state(i, r["optimizer"]["state"], model)
+            if scaler and r["scaler"]:
+                scaler.load_member_state(i, r["scaler"])
+            rows[i], carried[i], initial_loss[i] = list(r["rows"]), list(r["norms"]), r["initial_loss"]
+        checkpoint.set_rng_state(resume[0]["rng"], device)
+        train_time, wall_before = max(r["train_time"] for r in resume), max(r["wall_time"] for r in resume)
+    resumed_at = step if resume is not None else None
+
+    def member_checkpoint(i: int, pending: list[float]) -> dict:
+        group = [dict(g, lr=float(lrs[max(step - 1, 0), i])) for g in groups[i]]
+        return checkpoint.run_state(
+            specs[i], "batched", step, model.member_state(i), {"state": optimizer.member_state(i, model), "param_groups": group},
+            scaler.member_state(i) if scaler else None, rows[i], pending, initial_loss[i], train_time,
+            wall_before + time.perf_counter() - start, device)
+
+    def finish(i: int) -> None:
+        steps_done = diverged_at[i] or step
+        # the pack's training time, shared evenly among its members
+        samples_per_s = steps_done * batch_size * k / train_time if train_time > 0 else math.nan
+        history, summary = summarize(specs[i], rows[i], steps_done, len(x_train), len(x_test), diverged_at[i],
+                                     samples_per_s, train_time / k, wall_before + time.perf_counter() - start, device)
+        summary.update(engine="batched", pack_members=k)
+        if checkpoints is not None and checkpoints.keep:
+            checkpoints.final[specs[i]["run_id"]] = member_checkpoint(i, [])
+        results[i] = (history, summary)
+        if on_finish:
+            on_finish(i, history, summary)
+
+    start = time.perf_counter()
     onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
+    torch.backends.mkldnn.enabled = onednn_train  # evaluations switch to the default and back
     while True:
-        record = [i for i in range(k) if alive[i]] if step in evals else []
+        record = [i for i in range(k) if alive[i]] if step in evals and step != resumed_at else []
         record += just_diverged
         if record:
             torch.backends.mkldnn.enabled = onednn_default
@@ -280,17 +352,18 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
             on_test = evaluate_members(model, members, which, x_test, y_test, eval_batch_size)
             dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
             step_norms = torch.stack(norms).cpu().tolist() if norms else []
-            wall = time.perf_counter() - start
+            wall = wall_before + time.perf_counter() - start
             for i in which:
                 rows[i].append(eval_row(specs[i], step, len(x_train), (*on_train[i], *on_test[i]),
-                                        [n[i] for n in step_norms[since[i]:]], dist[i], wall))
-                since[i] = len(step_norms)
+                                        carried[i] + [n[i] for n in step_norms[since[i]:]], dist[i], wall))
+                since[i], carried[i] = len(step_norms), []
             # drop the norms every member still training has been recorded with
             keep_from = min([since[i] for i in range(k) if alive[i]] or [len(norms)])
             norms = norms[keep_from:]
             since = [max(0, v - keep_from) for v in since]
             just_diverged = []
-            for i in diverged_now:
+            for i in diverged_now:  # done: written now, then silenced while the others go on
+                finish(i)
                 model.silence_member(i)
                 optimizer.silence_member(i)
             diverged_now = []
@@ -301,6 +374,14 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
             torch.backends.mkldnn.enabled = onednn_train
         if step == total or not any(alive):
             break
+
+        # checkpoint the members still training on the cadence, and stop here when the job is asked to
+        if checkpoints is not None and checkpoints.due(step):
+            if step not in (0, resumed_at):
+                step_norms = torch.stack(norms).cpu().tolist() if norms else []
+                checkpoints.save([member_checkpoint(i, carried[i] + [n[i] for n in step_norms[since[i]:]])
+                                  for i in range(k) if alive[i]])
+            checkpoints.stop_if_requested(f"at step {step} of {sum(alive)} batched runs")
 
         t0 = time.perf_counter()
         idx = batches[step]  # (K, B)
@@ -330,8 +411,9 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                 continue
             initial_loss[i] = value if initial_loss[i] is None else initial_loss[i]
             if metrics.is_diverged(value, initial_loss[i], factors[i]):
-                # the member stops here: its state is kept as it is now and its learning rate set to 0 (it
-                # still computes, which is cheaper than masking every update; its numbers are not used)
+                # the member stops here: it is recorded at the next evaluation (before any other step), its
+                # learning rate set to 0 and its state silenced (it still computes, which is cheaper than
+                # masking every update; its numbers are not used)
                 diverged_at[i], alive[i] = step, False
                 lrs[step:, i] = 0.0
                 just_diverged.append(i)
@@ -340,19 +422,12 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                 diverged_now.append(i)
 
     torch.backends.mkldnn.enabled = onednn_default
-    wall = time.perf_counter() - start
     if final_states is not None:
         final_states.extend(frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
                             for i in range(k))
-    results = []
-    for i, spec in enumerate(specs):
-        steps_done = diverged_at[i] or step
-        # the pack's training time, shared evenly among its members
-        samples_per_s = steps_done * batch_size * k / train_time if train_time > 0 else math.nan
-        history, summary = summarize(spec, rows[i], steps_done, len(x_train), len(x_test), diverged_at[i],
-                                     samples_per_s, train_time / k, wall, device)
-        summary.update(engine="batched", pack_members=k)
-        results.append((history, summary))
+    for i in range(k):
+        if results[i] is None:
+            finish(i)
     return results
 
 
@@ -381,13 +456,16 @@ def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.devic
     return "batched" if specs[0]["batch_size"] <= CPU_BATCHED_MAX_BATCH[kind] else "sequential"
 
 
-def compatible_groups(specs: list[dict]) -> list[list[dict]]:
+def compatible_groups(specs: list[dict], resume: dict[str, dict] | None = None) -> list[list[dict]]:
     """Runs of a pack that can train as one stacked model: same optimizer kind, Nesterov flag and betas,
-    precision and evaluation points (a pack already shares dataset, architecture, batch size and steps)."""
+    precision and evaluation points (a pack already shares dataset, architecture, batch size and steps), and
+    the same step to resume from (``resume``: run id -> checkpoint)."""
+    resume = resume or {}
     groups: dict[tuple, list[dict]] = {}
     for spec in specs:
         opt = spec["optimizer"]
-        key = (opt["name"], opt.get("nesterov", False), tuple(opt.get("betas", ())), spec["precision"], spec["eval_points"])
+        key = (opt["name"], opt.get("nesterov", False), tuple(opt.get("betas", ())), spec["precision"], spec["eval_points"],
+               _start_step(spec, resume))
         groups.setdefault(key, []).append(spec)
     return list(groups.values())
 
@@ -402,9 +480,11 @@ def _member_limit(specs: list[dict], model: torch.nn.Module, tensors: dict, devi
 
 
 def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str = "auto", threads: int = 1,
-               eval_batch_size: int = 1000, engine: str = "auto") -> None:
+               eval_batch_size: int = 1000, engine: str = "auto", checkpoints: Checkpointer | None = None) -> None:
     """Train the runs of one pack not yet complete, batched (as one stacked model) where that is faster, else
-    one after another; each run is written to the run store when it finishes."""
+    one after another; each run is written to the run store as soon as it finishes. With ``checkpoints``,
+    runs resume from their checkpoints, save new ones on the cadence, and SIGTERM or SIGINT makes the job
+    save them and raise :class:`TrainingInterrupted`."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # subnormal numbers (a momentum buffer decaying towards 0) make CPU arithmetic many times slower; as
@@ -412,50 +492,76 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     torch.set_flush_denormal(True)
     dev = pick_device(device)
     tensors = to_tensors(data.load(dataset_path), dev)
-    todo = []
+    todo, resume = [], {}
     for k, spec in enumerate(specs, 1):
-        if store.is_complete(runs_root, spec["run_id"]):
+        problem = store.check_run(runs_root, spec["run_id"]) if store.run_dir(runs_root, spec["run_id"]).exists() else "absent"
+        if problem is None:
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
-        else:
-            todo.append(spec)
-    total_steps = sum(s["steps"] for s in todo)
+            continue
+        if problem != "absent":
+            log.warning("run %d/%d %s in %s is damaged (%s): trained again", k, len(specs), spec["run_id"], runs_root, problem)
+        todo.append(spec)
+        state = checkpoints.load(spec) if checkpoints is not None else None
+        if state is not None:
+            resume[spec["run_id"]] = state
+            log.info("run %d/%d %s resumes from its checkpoint at step %d/%d (saved %s)", k, len(specs),
+                     spec["run_id"], state["step"], spec["steps"], state["saved_at"])
+    total_steps = sum(s["steps"] - _start_step(s, resume) for s in todo)
     done_steps, t_start = 0, time.perf_counter()
     log.info("pack of %d runs, %d steps in all, on %s (%d thread%s)", len(todo), total_steps, dev, threads, "s"[: threads > 1])
     n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"])
     done = 0
 
-    def report(results):
+    def finished(spec, history, summary):
         nonlocal done
-        for spec, (history, summary) in results:
-            store.write_run(runs_root, spec, history, summary)
-            done += 1
-            state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
-            log.info("run %d/%d %s finished (%s): %s, %.0f samples/s", done, len(todo), spec["run_id"],
-                     summary["engine"], state, summary["samples_per_s"])
+        kept = checkpoints.final.pop(spec["run_id"], None) if checkpoints is not None else None
+        store.write_run(runs_root, spec, history, summary, checkpoint=kept)
+        if checkpoints is not None:
+            checkpoints.discard(spec["run_id"])
+        done += 1
+        state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
+        log.info("run %d/%d %s finished (%s): %s, %.0f samples/s", done, len(todo), spec["run_id"],
+                 summary["engine"], state, summary["samples_per_s"])
 
-    for group in compatible_groups(todo):
-        model = models.build(group[0]["arch"], tuple(tensors["x_train"].shape[1:]), n_classes, group[0]["model_options"])
-        chosen = choose_engine(group, model, dev, engine)
-        size = _member_limit(group, model, tensors, dev) if chosen == "batched" else 1
-        for first in range(0, len(group), size):
-            members = group[first : first + size]
-            label = (f"runs {done + 1}-{done + len(members)}/{len(todo)} (batched)" if len(members) > 1
-                     else f"run {done + 1}/{len(todo)} {members[0]['run_id']}")
+    signals = checkpoints.handle_signals() if checkpoints is not None else nullcontext()
+    with signals:
+        for group in compatible_groups(todo, resume):
+            if checkpoints is not None:
+                checkpoints.stop_if_requested(f"before run {done + 1}/{len(todo)}")
+            model = models.build(group[0]["arch"], tuple(tensors["x_train"].shape[1:]), n_classes, group[0]["model_options"])
+            chosen = choose_engine(group, model, dev, engine)
+            saved_by = {resume[s["run_id"]]["engine"] for s in group if s["run_id"] in resume}
+            if engine == "auto" and saved_by == {"batched"} and batched.can_stack(model):
+                chosen = "batched"  # resumed as stopped (even alone), so the numbers stay those of the pack
+            size = _member_limit(group, model, tensors, dev) if chosen == "batched" else 1
+            for first in range(0, len(group), size):
+                members = group[first : first + size]
+                states = [resume.get(s["run_id"]) for s in members]
+                label = (f"runs {done + 1}-{done + len(members)}/{len(todo)} (batched)" if chosen == "batched"
+                         else f"run {done + 1}/{len(todo)} {members[0]['run_id']}")
+                start_step = _start_step(members[0], resume)
 
-            def progress(step, total, loss, test_acc, label=label, members=members):
-                elapsed = time.perf_counter() - t_start
-                frac = (done_steps + step * len(members)) / total_steps
-                eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
-                log.info(
-                    "%s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
-                    label, step, total, step * members[0]["batch_size"] / len(tensors["x_train"]),
-                    loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
-                )
+                def progress(step, total, loss, test_acc, label=label, members=members, start_step=start_step):
+                    elapsed = time.perf_counter() - t_start
+                    frac = (done_steps + (step - start_step) * len(members)) / max(total_steps, 1)
+                    eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
+                    log.info(
+                        "%s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
+                        label, step, total, step * members[0]["batch_size"] / len(tensors["x_train"]),
+                        loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
+                    )
 
-            if len(members) > 1:
-                results = train_batched(members, tensors, dev, progress, eval_batch_size)
-            else:
-                results = [train_run(members[0], tensors, dev, progress, eval_batch_size)]
-            report(zip(members, results))
-            done_steps += sum(s["steps"] for s in members)
+                if chosen == "batched":
+                    train_batched(members, tensors, dev, progress, eval_batch_size, checkpoints=checkpoints,
+                                  resume=states if states[0] is not None else None,
+                                  on_finish=lambda i, h, s, members=members: finished(members[i], h, s))
+                else:
+                    finished(members[0], *train_run(members[0], tensors, dev, progress, eval_batch_size,
+                                                    checkpoints=checkpoints, resume=states[0]))
+                done_steps += sum(s["steps"] - start_step for s in members)
     log.info("pack finished in %s", _fmt_seconds(time.perf_counter() - t_start))
+
+
+def _start_step(spec: dict, resume: dict[str, dict]) -> int:
+    state = resume.get(spec["run_id"])
+    return state["step"] if state is not None else 0

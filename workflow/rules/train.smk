@@ -60,5 +60,7 @@ for pack in PACKS:
             device=TRAINING["device"],
             engine=TRAINING["engine"],
             eval_batch_size=STUDY["evaluation"]["batch_size"],
+            checkpoint=TRAINING["checkpoint"],
+            checkpoint_dir=CHECKPOINTS,
         script:
             "../scripts/train_pack.py"

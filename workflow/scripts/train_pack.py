@@ -1,16 +1,29 @@
-# Train the runs of one pack (see batchlab.train.train_pack).
+# Train the runs of one pack (see batchlab.train.train_pack). Stopped by SIGTERM or SIGINT, the job saves
+# its runs' checkpoints and exits with 128 + the signal's number; run again, it resumes from them.
+import logging
+import sys
+
+from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.logs import setup_logging
 from batchlab.store import write_receipt
 from batchlab.train import train_pack
 
 setup_logging(snakemake.log[0])
-train_pack(
-    snakemake.params.specs,
-    snakemake.input.dataset,
-    snakemake.params.runs_root,
-    device=snakemake.params.device,
-    threads=snakemake.threads,
-    eval_batch_size=snakemake.params.eval_batch_size,
-    engine=snakemake.params.engine,
-)
+try:
+    train_pack(
+        snakemake.params.specs,
+        snakemake.input.dataset,
+        snakemake.params.runs_root,
+        device=snakemake.params.device,
+        threads=snakemake.threads,
+        eval_batch_size=snakemake.params.eval_batch_size,
+        engine=snakemake.params.engine,
+        checkpoints=Checkpointer.from_config(snakemake.params.checkpoint_dir, snakemake.params.checkpoint),
+    )
+except TrainingInterrupted as stop:
+    logging.getLogger("batchlab.train").warning(
+        "%s; checkpoints are in %s, and the next run of this job resumes from them",
+        stop, snakemake.params.checkpoint_dir,
+    )
+    sys.exit(128 + stop.signum)
 write_receipt(snakemake.output.receipt, snakemake.params.specs, snakemake.params.runs_root)
