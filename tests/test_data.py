@@ -16,8 +16,9 @@ from batchlab.data import DatasetError
 
 
 def prepare(name, options, tmp_path, data_dir="unused", stem="out"):
+    """Prepare a dataset; the user's files here are small stand-ins, not the publishers' (no checksums)."""
     out = tmp_path / f"{stem}.npz"
-    shapes = data.prepare(name, data.resolve_options(name, options), data_dir, out)
+    shapes = data.prepare(name, data.resolve_options(name, options), data_dir, out, verify=False)
     return shapes, data.load(out)
 
 
@@ -106,7 +107,10 @@ def test_registry_facts():
     assert set(data.DATASETS) == {"mnist1d", "digits", "blobs", "mnist", "fashion_mnist", "cifar10"}
     for name, d in data.DATASETS.items():
         assert d.name == name
-    assert data.DATASETS["mnist"].user_files == ("mnist/train-images-idx3-ubyte",)
+    assert data.DATASETS["mnist"].user_files == tuple(f"mnist/{stem}" for stem in data.IDX_STEMS)
+    # every file a loader reads has the publisher's checksum (an IDX file: as .gz)
+    for d in data.DATASETS.values():
+        assert all(rel in data.CHECKSUMS or rel + ".gz" in data.CHECKSUMS for rel in d.user_files)
     assert data.DATASETS["cifar10"].input_shape({}) == (3, 32, 32)
 
 
@@ -189,7 +193,7 @@ def test_missing_label_file_names_it(tmp_path):
     write_mnist(data_dir, "mnist", np.random.default_rng(0))
     (data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte"):
-        data.prepare("mnist", {}, data_dir, tmp_path / "out.npz")
+        data.prepare("mnist", {}, data_dir, tmp_path / "out.npz", verify=False)
 
 
 # -- the user's files: CIFAR-10 (python pickles) ---------------------------------------------------------------
@@ -229,3 +233,40 @@ def test_missing_cifar10_files_name_the_expected_path(tmp_path):
     with pytest.raises(DatasetError) as info:
         data.prepare("cifar10", {}, tmp_path, tmp_path / "out.npz")
     assert str(tmp_path / "cifar10" / "cifar-10-batches-py" / "data_batch_1") in str(info.value)
+
+
+# -- checksums of the user's files -------------------------------------------------------------------------
+
+
+def test_a_file_that_is_not_the_publishers_fails_with_its_path_and_the_expected_checksum(tmp_path):
+    data_dir = tmp_path / "data"
+    write_mnist(data_dir, "mnist", np.random.default_rng(0))  # stand-ins: not the published files
+    with pytest.raises(DatasetError) as info:
+        data.prepare("mnist", {}, data_dir, tmp_path / "out.npz")
+    path = data_dir / "mnist" / "train-images-idx3-ubyte.gz"
+    assert f"{path} has MD5 {data._md5(path)}, expected f68b3c2dcbeaaa9fbdd348bbdeb94873" in str(info.value)
+    assert "verify_data_files: false" in str(info.value)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_an_uncompressed_idx_file_of_the_wrong_size_fails_with_the_expected_size(tmp_path):
+    data_dir = tmp_path / "data"
+    write_mnist(data_dir, "fashion_mnist", np.random.default_rng(0), compress=False)
+    with pytest.raises(DatasetError) as info:
+        data.check_user_files("fashion_mnist", data_dir)
+    path = data_dir / "fashion_mnist" / "train-images-idx3-ubyte"
+    assert f"{path} is {path.stat().st_size} bytes, expected 47040016" in str(info.value)
+    assert "8d4fb7e6c68d591d4c3dfef9ec88bf0d" in str(info.value)
+
+
+def test_files_matching_the_published_checksums_are_read(tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    write_cifar(data_dir, np.random.default_rng(1))
+    for rel in data.DATASETS["cifar10"].user_files:  # as if these were the published files
+        monkeypatch.setitem(data.CHECKSUMS, rel, data._md5(data_dir / rel))
+    shapes = data.prepare("cifar10", {}, data_dir, tmp_path / "out.npz")
+    assert shapes["x_train"] == (10, 3, 32, 32)
+    last = data_dir / "cifar10" / "cifar-10-batches-py" / "test_batch"
+    last.write_bytes(last.read_bytes()[:-1])  # truncated by one byte
+    with pytest.raises(DatasetError, match=f"{last} has MD5 [0-9a-f]{{32}}, expected {data.CHECKSUMS['cifar10/cifar-10-batches-py/test_batch']}"):
+        data.prepare("cifar10", {}, data_dir, tmp_path / "again.npz")

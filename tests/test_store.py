@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pandas as pd
 import pytest
 
 from batchlab import store
+from conftest import tiny_specs
 
-SPEC = {"run_id": "mnist1d-mlp-b8-lr0.1-s0-0123456789", "batch_size": 8, "lr": 0.1, "optimizer": {"name": "sgd"}}
+SPEC, OTHER = tiny_specs()  # real specs: a run's id is the hash of its spec
 HISTORY = pd.DataFrame({"step": [0, 5, 10], "test_acc": [0.1, 0.4, 0.5], "train_loss": [2.3, 1.2, float("nan")]})
 SUMMARY = {"run_id": SPEC["run_id"], "final_test_acc": 0.5, "diverged": False, "steps_to_acc_0.9": float("nan")}
 
@@ -22,6 +24,7 @@ def test_write_run_is_complete_and_readable(tmp_path):
     assert folder == root / SPEC["run_id"] == store.run_dir(root, SPEC["run_id"])
     assert store.is_complete(root, SPEC["run_id"])
     assert sorted(p.name for p in folder.iterdir()) == sorted([store.SPEC, store.HISTORY, store.SUMMARY])
+    assert store.check_run(root, SPEC["run_id"]) is None
     assert store.read_spec(root, SPEC["run_id"]) == SPEC
     pd.testing.assert_frame_equal(store.read_history(root, SPEC["run_id"]), HISTORY)
     summary = store.read_summary(root, SPEC["run_id"])
@@ -55,16 +58,20 @@ def test_write_run_refuses_to_overwrite_a_complete_run(tmp_path):
 
 @pytest.mark.parametrize("leftover", ["empty", "partial"])
 def test_write_run_replaces_an_incomplete_leftover(tmp_path, leftover):
-    folder = tmp_path / SPEC["run_id"]
-    folder.mkdir()
+    root = tmp_path / "runs"
+    folder = root / SPEC["run_id"]
+    folder.mkdir(parents=True)
     if leftover == "partial":  # a crash after the spec, before the summary
         (folder / store.SPEC).write_text(json.dumps({"run_id": SPEC["run_id"], "stale": True}))
         (folder / "junk.tmp").write_text("half-written")
-    assert not store.is_complete(tmp_path, SPEC["run_id"])
-    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
-    assert store.is_complete(tmp_path, SPEC["run_id"])
+    assert not store.is_complete(root, SPEC["run_id"])
+    store.write_run(root, SPEC, HISTORY, SUMMARY)
+    assert store.is_complete(root, SPEC["run_id"])
     assert sorted(p.name for p in folder.iterdir()) == sorted([store.SPEC, store.HISTORY, store.SUMMARY])
-    assert store.read_spec(tmp_path, SPEC["run_id"]) == SPEC
+    assert store.read_spec(root, SPEC["run_id"]) == SPEC
+    # a leftover with files in it is kept aside, not deleted
+    aside = list((tmp_path / store.CORRUPT).glob(f"{SPEC['run_id']}.*"))
+    assert [sorted(p.name for p in a.iterdir()) for a in aside] == ([["junk.tmp", store.SPEC]] if leftover == "partial" else [])
 
 
 def test_write_run_replaces_a_stale_temporary_folder(tmp_path):
@@ -87,18 +94,17 @@ def test_failed_write_leaves_no_complete_run(tmp_path):
 
 
 def test_runs_do_not_interfere(tmp_path):
-    other = {**SPEC, "run_id": "other-run"}
     store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
-    store.write_run(tmp_path, other, HISTORY, {**SUMMARY, "run_id": "other-run"})
-    assert store.is_complete(tmp_path, "other-run") and store.is_complete(tmp_path, SPEC["run_id"])
-    assert store.summary_path(tmp_path, "other-run") == tmp_path / "other-run" / "summary.json"
+    store.write_run(tmp_path, OTHER, HISTORY, {**SUMMARY, "run_id": OTHER["run_id"]})
+    assert store.is_complete(tmp_path, OTHER["run_id"]) and store.is_complete(tmp_path, SPEC["run_id"])
+    assert store.summary_path(tmp_path, OTHER["run_id"]) == tmp_path / OTHER["run_id"] / "summary.json"
 
 
 def test_receipt_lists_a_packs_runs_only_when_all_are_complete(tmp_path):
-    other = dict(SPEC, run_id="mnist1d-mlp-b8-lr0.2-s0-abcdef0123")
+    other = OTHER
     store.write_run(tmp_path / "runs", SPEC, HISTORY, SUMMARY)
     receipt = tmp_path / "packs" / "p0.json"
-    with pytest.raises(RuntimeError, match="1 of its runs are not complete: mnist1d-mlp-b8-lr0.2"):
+    with pytest.raises(RuntimeError, match=f"1 of its runs are not complete: {other['run_id']}"):
         store.write_receipt(receipt, [SPEC, other], tmp_path / "runs")
     assert not receipt.exists()
     store.write_run(tmp_path / "runs", other, HISTORY, dict(SUMMARY, run_id=other["run_id"]))
@@ -122,3 +128,124 @@ def test_runs_written_with_a_parquet_history_are_still_read(tmp_path):
     (folder / store.HISTORY).unlink()
     HISTORY.to_parquet(folder / store.LEGACY_HISTORY, index=False)
     pd.testing.assert_frame_equal(store.read_history(tmp_path, SPEC["run_id"]), HISTORY)
+
+
+# -- damaged runs: detected, never read, set aside when trained again ---------------------------------------
+
+
+def damage(folder, how: str) -> str:
+    """Damage a run folder as a crash, a full disk, a bad copy or a hand edit would; return what check_run says."""
+    if how == "truncated history":
+        data = (folder / store.HISTORY).read_bytes()
+        (folder / store.HISTORY).write_bytes(data[: len(data) // 2])
+        return "history.arrow does not match its checksum"
+    if how == "flipped byte":
+        data = bytearray((folder / store.HISTORY).read_bytes())
+        data[len(data) // 2] ^= 1
+        (folder / store.HISTORY).write_bytes(bytes(data))
+        return "history.arrow does not match its checksum"
+    if how == "missing summary":
+        (folder / store.SUMMARY).unlink()
+        return "summary.json is missing"
+    if how == "missing history":
+        (folder / store.HISTORY).unlink()
+        return "history.arrow is missing"
+    if how == "edited spec":
+        spec = json.loads((folder / store.SPEC).read_text())
+        (folder / store.SPEC).write_text(json.dumps(dict(spec, lr=1.0)))
+        return "spec.json does not hash to the folder's name"
+    if how == "another run's spec":
+        (folder / store.SPEC).write_text(json.dumps(OTHER))
+        return "spec.json does not hash to the folder's name"
+    if how == "garbled summary":
+        (folder / store.SUMMARY).write_text('{"run_id": ')
+        return "a JSON file cannot be read"
+    raise ValueError(how)
+
+
+DAMAGE = ["truncated history", "flipped byte", "missing summary", "missing history", "edited spec",
+          "another run's spec", "garbled summary"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_damaged_run_is_found_and_never_read(tmp_path, how):
+    root = tmp_path / "runs"
+    store.write_run(root, SPEC, HISTORY, SUMMARY)
+    store.write_run(root, OTHER, HISTORY, dict(SUMMARY, run_id=OTHER["run_id"]))
+    problem = damage(root / SPEC["run_id"], how)
+    assert problem in store.check_run(root, SPEC["run_id"])
+    assert store.damaged_runs(root, [SPEC["run_id"], OTHER["run_id"], "not-trained-yet"]) == {
+        SPEC["run_id"]: store.check_run(root, SPEC["run_id"])}
+    with pytest.raises(store.DamagedRunError, match=f"run {SPEC['run_id']} in {root} is damaged: {problem}"):
+        store.read_run(root / SPEC["run_id"])
+    spec, summary, history = store.read_run(root / OTHER["run_id"])
+    assert spec == OTHER and history.num_rows == len(HISTORY)
+
+
+@pytest.mark.parametrize("how", ["truncated history", "edited spec", "missing summary"])
+def test_writing_a_damaged_run_again_sets_the_old_folder_aside(tmp_path, how):
+    root = tmp_path / "runs"
+    store.write_run(root, SPEC, HISTORY, SUMMARY)
+    damage(root / SPEC["run_id"], how)
+    before = {p.name: p.read_bytes() for p in (root / SPEC["run_id"]).iterdir()}
+    store.write_run(root, SPEC, HISTORY, SUMMARY)
+    assert store.check_run(root, SPEC["run_id"]) is None
+    (aside,) = (tmp_path / store.CORRUPT).iterdir()
+    assert aside.name.startswith(SPEC["run_id"] + ".")
+    assert {p.name: p.read_bytes() for p in aside.iterdir()} == before  # kept as it was, for inspection
+
+
+def test_a_run_written_before_checksums_is_checked_by_reading_it(tmp_path):
+    folder = store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
+    summary = json.loads((folder / store.SUMMARY).read_text())
+    del summary["checksums"]
+    (folder / store.SUMMARY).write_text(json.dumps(summary))
+    assert store.check_run(tmp_path, SPEC["run_id"]) is None
+    data = (folder / store.HISTORY).read_bytes()
+    (folder / store.HISTORY).write_bytes(data[:100])
+    assert "the history cannot be read" in store.check_run(tmp_path, SPEC["run_id"])
+
+
+# -- a full disk, a folder that cannot be written --------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB file system mounted for the test (root only: skipped elsewhere)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_with_the_path_and_keeps_the_runs_written(tiny_disk):
+    root = tiny_disk / "runs"
+    store.write_run(root, SPEC, HISTORY, SUMMARY)
+    big = pd.DataFrame({"step": range(100_000), "test_acc": 0.5})  # 1.6 MB: more than the disk holds
+    with pytest.raises(store.StoreError, match=f"cannot write run {OTHER['run_id']} to {root}: No space left on device"):
+        store.write_run(root, OTHER, big, dict(SUMMARY, run_id=OTHER["run_id"]))
+    assert store.check_run(root, SPEC["run_id"]) is None
+    assert [p.name for p in root.iterdir()] == [SPEC["run_id"]]  # no half-written run, no temporary folder
+    with pytest.raises(store.StoreError, match=f"cannot write to the results folder {tiny_disk}.*No space left"):
+        (tiny_disk / "filler").write_bytes(bytes(150_000))
+        store.check_writable(tiny_disk)
+
+
+def test_a_read_only_results_folder_fails_with_its_path(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here: {result.stderr.strip()}")
+    try:
+        with pytest.raises(store.StoreError, match=f"cannot write to the results folder {folder}: Read-only file system"):
+            store.check_writable(folder)
+        with pytest.raises(store.StoreError, match=f"cannot write run .* to {folder / 'runs'}: Read-only file system"):
+            store.write_run(folder / "runs", SPEC, HISTORY, SUMMARY)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+    store.check_writable(tmp_path / "not" / "yet" / "made")  # checked in the nearest folder that exists
+    assert not (tmp_path / "not").exists()

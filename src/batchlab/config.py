@@ -208,18 +208,18 @@ def _check_semantics(config: dict) -> None:
 
 
 def check_data_available(config: dict, prepared_dir: str | Path) -> None:
-    """Datasets read from the user's files must be there (unless already prepared), before any job starts."""
+    """Datasets read from the user's files must be there and, unless ``verify_data_files`` is false, be the
+    publishers' files (see :func:`batchlab.data.check_user_files`), unless already prepared: before any job."""
     for i, name in enumerate(config["datasets"]):
-        if (Path(prepared_dir) / f"{name}.npz").exists():
+        if (Path(prepared_dir) / f"{name}.npz").exists() or not data.DATASETS[name].user_files:
             continue
-        for rel in data.DATASETS[name].user_files:
-            path = Path(config["data_dir"]) / rel
-            if not (path.exists() or path.with_name(path.name + ".gz").exists()):
-                raise ConfigError(
-                    f"'datasets[{i}]': dataset {name!r} is read from your files, but {path} (or {path}.gz) is "
-                    f"missing; put the standard files under '{config['data_dir']}' (key 'data_dir') or choose a "
-                    f"generated dataset (mnist1d, digits, blobs)"
-                )
+        try:
+            data.check_user_files(name, config["data_dir"], config["verify_data_files"])
+        except data.DatasetError as error:
+            hint = ("" if "expected file" not in str(error) else
+                    f"; put the standard files under '{config['data_dir']}' (key 'data_dir') or choose a generated "
+                    "dataset (mnist1d, digits, blobs)")
+            raise ConfigError(f"'datasets[{i}]': {error}{hint}") from None
 
 
 def validate(config: dict, schema_path: str | Path | None = None) -> dict:

@@ -13,12 +13,16 @@ To add a dataset, write a ``_load_<name>(options, data_dir)`` returning the four
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from batchlab import store
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -37,7 +41,7 @@ class Dataset:
     train_size: Callable[[dict], int]
     load: Callable[[dict, Path], Arrays]
     defaults: dict
-    user_files: tuple[str, ...] = ()  # files the user provides, relative to data_dir
+    user_files: tuple[str, ...] = ()  # files the user provides, relative to data_dir (IDX files may be .gz)
 
 
 def _load_mnist1d(options: dict, data_dir: Path) -> Arrays:
@@ -104,15 +108,81 @@ def _find(data_dir: Path, name: str, rel: str) -> Path:
     )
 
 
+# The publishers' files, as the user keeps them under data_dir: the MD5 of each file as distributed (the
+# values torchvision checks too), and for IDX files kept uncompressed the exact size of the uncompressed file.
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+CHECKSUMS = {
+    "mnist/train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "mnist/train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "mnist/t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "mnist/t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    "fashion_mnist/train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "fashion_mnist/train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "fashion_mnist/t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "fashion_mnist/t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    "cifar10/cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "cifar10/cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "cifar10/cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "cifar10/cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+    "cifar10/cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "cifar10/cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+}
+IDX_SIZES = {  # header (4 bytes, then 4 per dimension) plus one byte per value
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_user_files(name: str, data_dir: str | Path, verify: bool = True) -> list[Path]:
+    """The files dataset ``name`` reads from ``data_dir``; raises :class:`DatasetError` naming the path when
+    one is missing or, with ``verify``, is not the publisher's file: its MD5 differs from the published one,
+    or an uncompressed IDX file has the wrong size. Nothing is read before every file has passed."""
+    data_dir = Path(data_dir)
+    paths = []
+    for rel in DATASETS[name].user_files:
+        path = _find(data_dir, name, rel)
+        paths.append(path)
+        key = str(path.relative_to(data_dir)).replace(os.sep, "/")
+        if not verify:
+            continue
+        if key in CHECKSUMS:
+            actual = _md5(path)
+            if actual != CHECKSUMS[key]:
+                raise DatasetError(
+                    f"dataset '{name}': {path} has MD5 {actual}, expected {CHECKSUMS[key]} (the publisher's file); "
+                    "it is damaged or another file: replace it, or set `verify_data_files: false` to use it as it is"
+                )
+        elif path.name in IDX_SIZES and path.stat().st_size != IDX_SIZES[path.name]:
+            raise DatasetError(
+                f"dataset '{name}': {path} is {path.stat().st_size} bytes, expected {IDX_SIZES[path.name]} (the "
+                f"uncompressed publisher's file; its .gz has MD5 {CHECKSUMS[key + '.gz']}); it is truncated or "
+                "another file: replace it, or set `verify_data_files: false` to use it as it is"
+            )
+    return paths
+
+
 def _idx_loader(folder: str) -> Callable[[dict, Path], Arrays]:
     def load(options: dict, data_dir: Path) -> Arrays:
         parts = []
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        for stem in IDX_STEMS:
             parts.append(_read_idx(_find(data_dir, folder, f"{folder}/{stem}")))
         xtr, ytr, xte, yte = parts
         return xtr[:, None].astype(np.float32) / 255.0, ytr, xte[:, None].astype(np.float32) / 255.0, yte
 
     return load
+
+
+CIFAR10_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 
 
 def _load_cifar10(options: dict, data_dir: Path) -> Arrays:
@@ -122,8 +192,7 @@ def _load_cifar10(options: dict, data_dir: Path) -> Arrays:
             d = pickle.load(f, encoding="bytes")
         return d[b"data"].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, np.asarray(d[b"labels"])
 
-    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = batch("test_batch")
+    *train, (xte, yte) = [batch(name) for name in CIFAR10_BATCHES]
     return np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]), xte, yte
 
 
@@ -137,11 +206,11 @@ DATASETS: dict[str, Dataset] = {
         Dataset("blobs", lambda o: (1, o["dim"]), 0, lambda o: o["n_train"], _load_blobs,
                 {"n_train": 2000, "n_test": 500, "dim": 16, "classes": 4, "cluster_std": 4.0, "seed": 0}),
         Dataset("mnist", lambda o: (1, 28, 28), 10, lambda o: 60000, _idx_loader("mnist"), {},
-                ("mnist/train-images-idx3-ubyte",)),
+                tuple(f"mnist/{stem}" for stem in IDX_STEMS)),
         Dataset("fashion_mnist", lambda o: (1, 28, 28), 10, lambda o: 60000, _idx_loader("fashion_mnist"), {},
-                ("fashion_mnist/train-images-idx3-ubyte",)),
+                tuple(f"fashion_mnist/{stem}" for stem in IDX_STEMS)),
         Dataset("cifar10", lambda o: (3, 32, 32), 10, lambda o: 50000, _load_cifar10, {},
-                ("cifar10/cifar-10-batches-py/data_batch_1",)),
+                tuple(f"cifar10/cifar-10-batches-py/{b}" for b in CIFAR10_BATCHES)),
     ]
 }
 
@@ -162,8 +231,10 @@ def resolve_options(name: str, options: dict | None) -> dict:
     return {**defaults, **options}
 
 
-def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path) -> dict:
-    """Build dataset ``name`` and save it, standardized, to ``out_path`` (.npz). Returns its shapes."""
+def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path, verify: bool = True) -> dict:
+    """Build dataset ``name`` and save it, standardized, to ``out_path`` (.npz). Returns its shapes. The
+    user's files are checked first (:func:`check_user_files`, ``verify``)."""
+    check_user_files(name, data_dir, verify)
     xtr, ytr, xte, yte = DATASETS[name].load(options, Path(data_dir))
     xtr, xte = np.asarray(xtr, np.float32), np.asarray(xte, np.float32)
     channel_axes = (0,) + tuple(range(2, xtr.ndim)) if xtr.ndim > 2 else (0, 1)
@@ -178,10 +249,14 @@ def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path
         "y_test": np.asarray(yte, np.int64),
     }
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out_path)
+    try:
+        with store.writing(out_path, f"dataset {name!r}"):
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, **arrays)
+            tmp.replace(out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return {k: v.shape for k, v in arrays.items()}
 
 

@@ -7,13 +7,22 @@ reads it; runs written before as ``history.parquet`` are read too).
 A run folder is written once and atomically: everything goes to a hidden temporary folder beside it, which
 is then renamed into place. A run is complete when its ``summary.json`` exists, so a half-written run is
 never mistaken for a finished one; a complete run is never overwritten.
+
+A run folder damaged afterwards (a file truncated, altered or missing, a spec that does not hash to its
+folder's name) is found by :func:`check_run`: the summary records the SHA-256 of the spec and the history.
+Such a run counts as not complete, so it is trained again; its folder is moved to ``results/corrupt/``
+rather than deleted, and the tables never read it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +31,59 @@ if TYPE_CHECKING:  # pandas is imported where histories are read or written, not
 
 SPEC, HISTORY, SUMMARY = "spec.json", "history.arrow", "summary.json"
 LEGACY_HISTORY = "history.parquet"
+CHECKPOINT = "checkpoint.pt"  # a finished run's final state, kept only when training.checkpoint.keep is set
+CORRUPT = "corrupt"  # beside the run store: damaged run folders, moved out of the way, never deleted
+
+
+class StoreError(OSError):
+    """The run store cannot be written (a full disk, a folder without write permission): names the path."""
+
+    @classmethod
+    def of(cls, error: OSError, message: str) -> StoreError:
+        """``message``, then the system's reason for ``error`` (the text of its errno: pyarrow's own
+        ``strerror`` wraps it in words of its own)."""
+        reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
+        new = cls(f"{message}: {reason}")
+        new.errno = error.errno
+        return new
+
+
+class DamagedRunError(ValueError):
+    """A run folder whose files do not match its summary's checksums or its name."""
+
+
+def check_writable(folder: str | Path, room: int = 2**20) -> None:
+    """Raise :class:`StoreError` naming ``folder`` unless a file of ``room`` bytes can be written there (in
+    its nearest existing parent when it does not exist yet, so nothing is created): a read-only, full or
+    forbidden results folder then stops the workflow before any job, not in the middle of one."""
+    folder = Path(folder)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    probe = existing / f".batchlab-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(bytes(room))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        raise StoreError.of(error, f"cannot write to the results folder {folder.absolute()}"
+                            f"{'' if existing == folder else f' (in {existing})'}") from None
+    finally:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+@contextmanager
+def writing(path: str | Path, what: str):
+    """Turn an ``OSError`` while writing ``what`` to ``path`` (a full disk, no permission) into a
+    :class:`StoreError` that names the path."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as error:
+        raise StoreError.of(error, f"cannot write {what} to {path}") from error
 
 
 def run_dir(root: str | Path, run_id: str) -> Path:
@@ -36,25 +98,135 @@ def is_complete(root: str | Path, run_id: str) -> bool:
     return summary_path(root, run_id).exists()
 
 
-def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict) -> Path:
-    """Write a finished run atomically; refuse to overwrite a complete one."""
+def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None) -> Path:
+    """Write a finished run atomically; refuse to overwrite a complete one. A damaged one (see
+    :func:`check_run`) is moved to ``<root>/../corrupt/`` first. ``checkpoint``, when given, is kept in the
+    folder as ``checkpoint.pt``. A full disk or a folder that cannot be written raises :class:`StoreError`
+    naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
     if (final / SUMMARY).exists():
-        raise FileExistsError(f"run {spec['run_id']} is already complete in {final}; it is never overwritten")
-    final.parent.mkdir(parents=True, exist_ok=True)
+        problem = check_run(root, spec["run_id"])
+        if problem is None:
+            raise FileExistsError(f"run {spec['run_id']} is already complete in {final}; it is never overwritten")
+        set_aside(root, spec["run_id"])
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
-    write_history(tmp / HISTORY, history)
-    (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
-    for f in tmp.iterdir():  # data on disk before the rename makes the run visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():  # an incomplete leftover, or the empty folder the scheduler made for the outputs
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / SPEC).write_text(json.dumps(spec, indent=2, sort_keys=True))
+        write_history(tmp / HISTORY, history)
+        if checkpoint is not None:
+            import torch
+
+            torch.save(checkpoint, tmp / CHECKPOINT)
+        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY)})
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
+        for f in tmp.iterdir():  # data on disk before the rename makes the run visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
+            if any(final.iterdir()):
+                set_aside(root, spec["run_id"])
+            else:
+                final.rmdir()
+        os.rename(tmp, final)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError.of(error, f"cannot write run {spec['run_id']} to {final.parent}") from error
     return final
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_run(root: str | Path, run_id: str) -> str | None:
+    """What is wrong with run ``run_id``'s folder, or None when it is complete and intact: its summary and
+    spec parse and name this run, the spec hashes to the run's id, and the files match the checksums the
+    summary recorded (runs written before checksums: the history can be read)."""
+    return _inspect(run_dir(root, run_id), run_id)[0]
+
+
+def read_run(folder: str | Path) -> tuple[dict, dict, object]:
+    """A run folder's spec, summary and history (a ``pyarrow.Table``), each file read once and checked as
+    :func:`check_run` does; a damaged run raises :class:`DamagedRunError` naming the run and the fault."""
+    folder = Path(folder)
+    problem, spec, summary, history = _inspect(folder, folder.name, keep_history=True)
+    if problem:
+        raise DamagedRunError(f"run {folder.name} in {folder.parent} is damaged: {problem}. It counted as complete "
+                              "when this invocation started; run snakemake again to set it aside and train it again")
+    return spec, summary, history
+
+
+def _inspect(folder: Path, run_id: str, keep_history: bool = False) -> tuple[str | None, dict, dict, object]:
+    """(problem or None, spec, summary, history table when ``keep_history``) of a run folder."""
+    try:
+        summary = json.loads((folder / SUMMARY).read_text())
+        spec = json.loads((folder / SPEC).read_text())
+    except FileNotFoundError as error:
+        return f"{Path(error.filename).name} is missing", {}, {}, None
+    except (ValueError, UnicodeDecodeError) as error:
+        return f"a JSON file cannot be read ({error})", {}, {}, None
+    if not isinstance(summary, dict) or summary.get("run_id") != run_id:
+        return "summary.json belongs to another run", spec, summary, None
+    if not isinstance(spec, dict) or spec.get("run_id") != run_id or _hashed_id(spec) != run_id:
+        return "spec.json does not hash to the folder's name (edited, or another run's)", spec, summary, None
+    checksums = summary.get("checksums") or {}
+    blobs = {}
+    for name, digest in checksums.items():
+        try:
+            blobs[name] = (folder / name).read_bytes()
+        except FileNotFoundError:
+            return f"{name} is missing", spec, summary, None
+        if hashlib.sha256(blobs[name]).hexdigest() != digest:
+            return f"{name} does not match its checksum (truncated or altered)", spec, summary, None
+    if checksums and not keep_history:
+        return None, spec, summary, None
+    try:
+        if HISTORY in blobs:
+            import pyarrow as pa
+
+            history = pa.ipc.open_file(pa.BufferReader(blobs[HISTORY])).read_all()
+        else:  # written before checksums were recorded: readable is what can be checked
+            history = read_history_table(folder)
+    except Exception as error:
+        return f"the history cannot be read ({type(error).__name__})", spec, summary, None
+    return None, spec, summary, history
+
+
+def _hashed_id(spec: dict) -> str | None:
+    """The id the grid gives ``spec``'s content, or None when it is not a spec."""
+    from batchlab import grid
+
+    try:
+        return grid.run_id(grid.without_id(spec))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def set_aside(root: str | Path, run_id: str) -> Path:
+    """Move a damaged run folder to ``<root>/../corrupt/<run-id>.<time>``, out of the way of its retraining
+    and of the tables, and keep it there for inspection."""
+    folder = run_dir(root, run_id)
+    target = Path(root).parent / CORRUPT / f"{run_id}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(folder, target)
+    return target
+
+
+def damaged_runs(root: str | Path, run_ids) -> dict[str, str]:
+    """Of the given runs, those whose folder exists but is not complete and intact: run id -> what is
+    wrong. Runs without a folder are simply not trained yet."""
+    root = Path(root)
+    damaged = {}
+    for run_id in run_ids:
+        folder = root / run_id
+        if (folder / SUMMARY).exists() or (folder.is_dir() and any(folder.iterdir())):
+            problem = check_run(root, run_id)
+            if problem:
+                damaged[run_id] = problem
+    return damaged
 
 
 def read_summary(root: str | Path, run_id: str) -> dict:

@@ -33,7 +33,7 @@ def run_row(spec: dict, summary: dict) -> dict:
     row["base_lr"] = spec["lr"] / spec["batch_size"]
     momentum = spec["optimizer"].get("momentum", 0.0)
     row["noise_temperature"] = spec["lr"] / (spec["batch_size"] * (1.0 - momentum))
-    row.update({k: v for k, v in summary.items() if k != "run_id"})
+    row.update({k: v for k, v in summary.items() if k not in ("run_id", "checksums")})
     return row
 
 
@@ -55,10 +55,7 @@ def aggregate(summary_paths: Iterable[str | Path], targets: dict[str, list[float
     all_targets = sorted({t for ts in targets.values() for t in ts})
     histories, rows, ids, lengths = [], [], [], []
     for path in summary_paths:
-        folder = Path(path).parent
-        spec = json.loads((folder / store.SPEC).read_text())
-        summary = json.loads((folder / store.SUMMARY).read_text())
-        history = store.read_history_table(folder)
+        spec, summary, history = store.read_run(Path(path).parent)  # checked: a damaged run is never tabled
         histories.append(history)
         ids.append(spec["run_id"])
         lengths.append(history.num_rows)
@@ -83,5 +80,6 @@ def write(summary_paths: Iterable[str | Path], history_path: str | Path, runs_pa
           targets: dict[str, list[float]] | None = None) -> None:
     history, runs = aggregate(summary_paths, targets)
     for df, path in ((history, history_path), (runs, runs_path)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(path, index=False)
+        with store.writing(path, "a table"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            df.to_parquet(path, index=False)

@@ -16,8 +16,10 @@ os.environ.update(
 )
 
 from batchlab import config as study_config, grid, store  # noqa: E402
+from snakemake.logging import logger  # noqa: E402
 
 RUNS_ROOT = "results/runs"
+CHECKPOINTS = "results/checkpoints"
 
 try:
     STUDY = study_config.validate(
@@ -26,10 +28,24 @@ try:
     study_config.check_data_available(STUDY, "results/data")
 except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
+try:  # a read-only or full results folder fails here, not in the middle of the jobs
+    store.check_writable("results")
+except store.StoreError as error:
+    raise WorkflowError(str(error)) from None
 
 RUNS = grid.expand(STUDY)
+# A run folder damaged since it was written (truncated, altered, half-copied) is reported and trained
+# again; its job moves the damaged folder to results/corrupt/ first, and the tables never read it.
+DAMAGED = store.damaged_runs(RUNS_ROOT, (spec["run_id"] for spec in RUNS))
+for run_id, problem in DAMAGED.items():
+    logger.warning(
+        f"run {run_id} in {RUNS_ROOT}/ is damaged ({problem}): it will be trained "
+        "again, and the damaged folder moved to results/corrupt/"
+    )
 INCOMPLETE = {
-    s["run_id"] for s in RUNS if not store.is_complete(RUNS_ROOT, s["run_id"])
+    s["run_id"]
+    for s in RUNS
+    if s["run_id"] in DAMAGED or not store.is_complete(RUNS_ROOT, s["run_id"])
 }
 PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one

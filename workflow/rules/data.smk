@@ -11,5 +11,6 @@ rule prepare_dataset:
     params:
         options=lambda w: grid.dataset_options(STUDY, w.dataset),
         data_dir=STUDY["data_dir"],
+        verify=STUDY["verify_data_files"],
     script:
         "../scripts/prepare_dataset.py"
