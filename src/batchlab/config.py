@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,12 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
 
 
 def _key(path) -> str:
+    """A key's path as messages write it (``optimizer.momentum``, ``batch_sizes[1]``); a key with quotes,
+    spaces or control characters in it is written escaped, so a message stays one line."""
     out = ""
     for p in path:
+        if not isinstance(p, int) and not re.fullmatch(r"[\w.-]+", str(p)):
+            p = repr(str(p))[1:-1].replace("'", "\\'") or '""'
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "(top level)"
 
@@ -76,7 +81,7 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
         hints = []
         for extra in extras:
             close = difflib.get_close_matches(str(extra), allowed, n=1)
-            hints.append(f"'{extra}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            hints.append(f"'{_key([extra])}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         where = f"in '{key}'" if error.absolute_path else "at the top level"
         return f"unknown key {', '.join(hints)} {where}; allowed keys: {', '.join(allowed)}"
     if error.validator == "required":
@@ -125,27 +130,33 @@ def _lr_values(lr_spec: Any) -> list[float]:
     return lr_spec if isinstance(lr_spec, list) else lr_spec["base"]
 
 
+# Names that become parts of paths (run folders, results/data/<dataset>.npz, logs): letters, digits and
+# underscores only, so no name can reach outside the results folder.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
 def _check_names(config: dict) -> None:
-    for i, name in enumerate(config["datasets"]):
-        if name not in data.DATASETS:
-            raise ConfigError(
-                f"'datasets[{i}]': unknown dataset {name!r}; allowed: {', '.join(data.DATASETS)}"
-            )
-    for i, name in enumerate(config["architectures"]):
-        if name not in models.ARCHITECTURES:
-            raise ConfigError(
-                f"'architectures[{i}]': unknown architecture {name!r}; allowed: {', '.join(models.ARCHITECTURES)}"
-            )
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", config["study"]):  # the schema's pattern lets a final newline by
+        raise ConfigError(f"'study': value {config['study']!r} is invalid (allowed: letters, digits, _ and -, at most 64)")
+    for key, registry, what in (("datasets", data.DATASETS, "dataset"), ("architectures", models.ARCHITECTURES, "architecture")):
+        for i, name in enumerate(config[key]):
+            if name not in registry:
+                raise ConfigError(f"'{key}[{i}]': unknown {what} {name!r}; allowed: {', '.join(registry)}")
+            if not SAFE_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"'{key}[{i}]': {what} name {name!r} cannot name files (it is registered in batchlab.{'data' if key == 'datasets' else 'models'}); "
+                    "allowed: letters, digits and underscores, at most 64"
+                )
     for name in config["overrides"]:
         if name not in config["architectures"]:
             raise ConfigError(
-                f"'overrides.{name}': {name!r} is not one of the study's architectures "
+                f"'{_key(['overrides', name])}': {name!r} is not one of the study's architectures "
                 f"({', '.join(config['architectures'])})"
             )
     for name in config["dataset_options"]:
         if name not in config["datasets"]:
             raise ConfigError(
-                f"'dataset_options.{name}': {name!r} is not one of the study's datasets ({', '.join(config['datasets'])})"
+                f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets ({', '.join(config['datasets'])})"
             )
 
 
@@ -154,7 +165,7 @@ def _check_model_options(arch: str, options: dict, where: str) -> None:
     allowed = [p for p in params if p not in ("input_shape", "num_classes")]
     for key in options:
         if key not in allowed:
-            raise ConfigError(f"'{where}.{key}': architecture {arch!r} takes no option {key!r}; allowed: {allowed}")
+            raise ConfigError(f"'{where}.{_key([key])}': architecture {arch!r} takes no option {key!r}; allowed: {allowed}")
 
 
 def arch_settings(config: dict, arch: str) -> dict:

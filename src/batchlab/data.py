@@ -220,14 +220,40 @@ def num_classes(name: str, options: dict) -> int:
     return options["classes"] if name == "blobs" else DATASETS[name].num_classes
 
 
+def _integer(low: int):
+    return f"an integer >= {low}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _number(test, allowed: str):
+    return allowed, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and test(v)
+
+
+# What each dataset option may be (checked before any job, like the rest of the config).
+OPTION_RULES = {
+    "seed": _integer(0),
+    "num_samples": _integer(10),
+    "n_train": _integer(1),
+    "n_test": _integer(1),
+    "dim": _integer(1),
+    "classes": _integer(2),
+    "test_fraction": _number(lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
+    "cluster_std": _number(lambda v: 0 < v < float("inf"), "a number > 0"),
+}
+
+
 def resolve_options(name: str, options: dict | None) -> dict:
-    """The dataset's options with defaults filled in; unknown option keys raise DatasetError."""
+    """The dataset's options with defaults filled in; unknown option keys and invalid values raise
+    DatasetError naming the option."""
     defaults = DATASETS[name].defaults
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         allowed = ", ".join(sorted(defaults)) or "none"
         raise DatasetError(f"dataset_options.{name}: unknown option(s) {unknown}; allowed: {allowed}")
+    for key, value in options.items():
+        allowed, ok = OPTION_RULES[key]
+        if not ok(value):
+            raise DatasetError(f"dataset_options.{name}.{key}: value {value!r} is invalid (allowed: {allowed})")
     return {**defaults, **options}
 
 
