@@ -3,11 +3,14 @@ report), partial reruns after config edits, and errors before any job starts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -244,3 +247,144 @@ def test_without_latexmk_everything_but_the_paper_is_built(smoke, tmp_path):
     assert "latexmk not found" in result.stdout + result.stderr
     assert (work / "paper" / "numbers.tex").exists()
     assert not (work / "paper" / "paper.pdf").exists()
+
+
+# -- when things go wrong ---------------------------------------------------------------------------------
+
+
+def test_damaged_runs_are_reported_set_aside_and_retrained_alone(smoke, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    runs_root = work / "results" / "runs"
+    specs = smoke_specs()
+    victims = {s["run_id"]: how for s, how in zip(
+        [s for s in specs if s["batch_size"] == 64][:3], ["truncated", "no summary", "edited spec"])}
+    for run_id, how in victims.items():
+        folder = runs_root / run_id
+        if how == "truncated":
+            data = (folder / store.HISTORY).read_bytes()
+            (folder / store.HISTORY).write_bytes(data[:200])
+        elif how == "no summary":
+            (folder / store.SUMMARY).unlink()
+        else:
+            spec = json.loads((folder / store.SPEC).read_text())
+            (folder / store.SPEC).write_text(json.dumps(dict(spec, seed=99)))
+
+    dry = snakemake(work, "-n", configfile=work / "smoke.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    output = dry.stdout + dry.stderr
+    for run_id in victims:
+        assert re.search(rf"run {run_id} in results/runs/ is damaged \(.+\): it will be trained again", output), run_id
+    assert "history.arrow does not match its checksum" in output and "summary.json is missing" in output
+    assert "spec.json does not hash to the folder's name" in output
+    assert sum(len(p.members) for p in grid.packs(specs, set(victims), 4)) == 3
+    assert sum(v for k, v in jobs_of(dry).items() if k.startswith("train_pack_")) == len(grid.packs(specs, set(victims), 4))
+
+    result = snakemake(work, "--until", "aggregate_runs", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert store.damaged_runs(runs_root, [s["run_id"] for s in specs]) == {}
+    aside = sorted(p.name.split(".")[0] for p in (work / "results" / "corrupt").iterdir())
+    assert aside == sorted(r.split(".")[0] for r in victims)  # kept, not deleted
+    runs = pd.read_parquet(work / "results" / "tables" / "runs.parquet")
+    assert sorted(runs["run_id"]) == sorted(s["run_id"] for s in specs)
+    # retrained, they equal what the pipeline trained the first time (the damage is gone, nothing else moved)
+    for run_id in victims:
+        a = store.read_history(runs_root, run_id)
+        b = store.read_history(smoke / "results" / "runs", run_id)
+        columns = [c for c in a.columns if c != "wall_time"]
+        pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
+
+
+def test_a_notebook_that_raises_fails_its_rule_and_keeps_the_executed_copy(smoke, tmp_path):
+    code = tmp_path / "code"  # batchlab's source with one notebook broken
+    code.mkdir()
+    for part in ("Snakefile", "workflow", "src", "paper", "profiles", "config.yaml"):
+        (shutil.copytree if (ROOT / part).is_dir() else shutil.copy)(ROOT / part, code / part)
+    notebook = code / "workflow" / "notebooks" / "batch_size.ipynb"
+    nb = json.loads(notebook.read_text())
+    nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                        "source": ["raise RuntimeError('this figure cannot be drawn')"]})
+    notebook.write_text(json.dumps(nb))
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(code / "Snakefile"), "--directory", str(work), "--cores", "2",
+           "--configfile", str(work / "smoke.yaml"), "--forcerun", "render_figures_batch_size",
+           "--until", "render_figures_batch_size"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule render_figures_batch_size" in output
+    assert "failed in cell" in output and "RuntimeError: this figure cannot be drawn" in output
+    for kept in (work / "results" / "notebooks" / "batch_size.ipynb", work / "logs" / "render_figures" / "batch_size.ipynb"):
+        assert "this figure cannot be drawn" in kept.read_text(), kept
+
+
+def test_a_dataset_file_with_the_wrong_checksum_stops_before_any_job(tmp_path):
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / f"{stem}.gz").write_bytes(b"a truncated download")
+    config = edited(SMOKE, tmp_path / "mnist.yaml", datasets=["mnist"], dataset_options={}, architectures=["mlp"])
+    result = snakemake(tmp_path, configfile=config)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "invalid config: 'datasets[0]': dataset 'mnist': " in output
+    assert str(Path("data") / "mnist" / "train-images-idx3-ubyte.gz") in output
+    assert "expected f68b3c2dcbeaaa9fbdd348bbdeb94873" in output
+    assert "Traceback" not in output and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("options, reason", [("ro,size=1m", "Read-only file system"), ("size=256k", "No space left on device")])
+def test_a_results_folder_that_cannot_be_written_stops_before_any_job(tmp_path, options, reason):
+    results = tmp_path / "results"
+    results.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(results)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a file system here: {mounted.stderr.strip()}")
+    try:
+        result = snakemake(tmp_path, configfile=SMOKE)
+    finally:
+        subprocess.run(["umount", "-l", str(results)], check=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"cannot write to the results folder {results}: {reason}" in output
+    assert "Traceback" not in output and not (tmp_path / "logs").exists()
+
+
+def test_ctrl_c_of_snakemake_counts_no_unfinished_run_and_the_rerun_resumes(tmp_path):
+    # long enough packs to be interrupted: 2,000 steps per run, a checkpoint every 250
+    config = edited(SMOKE, tmp_path / "long.yaml", architectures=["mlp", "cnn1d"], batch_sizes=[8],
+                    learning_rates={"base": [0.001, 0.004], "scaling": "linear", "reference_batch_size": 1},
+                    seeds=[0], budget={"steps": 2000}, training={"pack_size": 4, "checkpoint": {"every_steps": 250}})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--cores", "2", "--configfile", str(config), "--until", "aggregate_runs"]
+    # a session of its own: Ctrl-C at a terminal signals the whole foreground process group
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    checkpoints = tmp_path / "results" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints.exists() and any(checkpoints.glob("*.pt"))) and job.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGINT)
+    output, _ = job.communicate(timeout=300)
+    assert job.returncode != 0, output[-3000:]
+
+    specs = grid.expand(study_config.load(config))
+    runs_root = tmp_path / "results" / "runs"
+    # every folder that counts as complete is complete and intact; no other folder counts
+    assert store.damaged_runs(runs_root, [s["run_id"] for s in specs]) == {}
+    finished = {s["run_id"] for s in specs if store.is_complete(runs_root, s["run_id"])}
+    saved = {p.stem for p in checkpoints.glob("*.pt")}
+    assert saved and not saved & finished and len(finished) < len(specs)
+    logs = "".join(p.read_text() for p in (tmp_path / "logs" / "train_pack").glob("*.log"))
+    assert "received SIGINT" in logs and "stopped by SIGINT" in logs
+
+    again = snakemake(tmp_path, "--until", "aggregate_runs", configfile=config)
+    assert again.returncode == 0, again.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (tmp_path / "logs" / "train_pack").glob("*.log"))
+    for run_id in saved:
+        assert re.search(rf"{run_id} resumes from its checkpoint at step \d+/2000", logs), run_id
+    assert all(store.check_run(runs_root, s["run_id"]) is None for s in specs)
+    assert not any(checkpoints.glob("*.pt"))
+    for run_id in finished:  # trained before the interruption: kept as they were
+        assert f"{run_id} is already complete; skipped" in logs or run_id not in logs
