@@ -159,7 +159,7 @@ def damage(folder, how: str) -> str:
         return "spec.json does not hash to the folder's name"
     if how == "garbled summary":
         (folder / store.SUMMARY).write_text('{"run_id": ')
-        return "a JSON file cannot be read"
+        return "summary.json cannot be read"
     raise ValueError(how)
 
 
