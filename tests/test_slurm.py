@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 import yte
 
 import slurm_cluster
-from batchlab import config as study_config, grid, store
+from batchlab import config as study_config, grid, store, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -252,16 +253,26 @@ def run_and_cancel_after_first_run(cluster, work: Path, *args: str) -> tuple[str
     return out, proc.returncode, done
 
 
+def checkpoint_steps(work: Path) -> dict[str, int]:
+    """The runs with a checkpoint in the run store's checkpoint folder, and its step."""
+    return {p.stem: torch.load(p, weights_only=True)["step"] for p in (work / "results" / "checkpoints").glob("*.pt")}
+
+
 def history_mtimes(work: Path) -> dict[str, float]:
     return {p.parent.name: p.stat().st_mtime for p in (work / "results" / "runs").glob(f"*/{store.HISTORY}")}
 
 
 class TestFailureOnTheCluster:
-    def test_cancelled_job_is_reported_and_a_rerun_trains_only_unfinished_runs(self, cluster, tmp_path):
+    def test_cancelled_job_is_reported_and_a_rerun_trains_only_unfinished_runs(self, cluster, tmp_path,
+                                                                                restore_torch_state):
         out, code, done = run_and_cancel_after_first_run(cluster, tmp_path, "--retries", "0")
         assert code != 0
         assert "SLURM status is: 'CANCELLED'" in out
         assert len(done) == 1
+        # SLURM's SIGTERM made the job save the run it was training before it stopped (the cadence, 10
+        # minutes, made none)
+        saved = checkpoint_steps(tmp_path)
+        assert len(saved) == 1 and 0 < next(iter(saved.values())) < 4000, saved
         first = history_mtimes(tmp_path)
         # the next run asks for the three unfinished runs only, and trains them
         config = tmp_path / "slow.yaml"
@@ -272,6 +283,15 @@ class TestFailureOnTheCluster:
         assert rerun.returncode == 0, output_of(rerun)[-5000:]
         log = (tmp_path / "logs/train_pack/mnist1d_mlp_b8_n4000_p0.log").read_text()
         assert "pack of 3 runs" in log
+        ((resumed, step),) = saved.items()
+        assert f"{resumed} resumes from its checkpoint at step {step}/4000" in log
+        assert not checkpoint_steps(tmp_path)
+        # and it finished as if never stopped: the same run trained here, in one go, is bitwise equal
+        spec = next(s for s in grid.expand(study_config.load(config)) if s["run_id"] == resumed)
+        train.train_pack([spec], str(tmp_path / "results/data/mnist1d.npz"), str(tmp_path / "again"), engine="sequential")
+        stored, alone = (store.read_history(root, resumed) for root in (tmp_path / "results/runs", tmp_path / "again"))
+        columns = [c for c in alone.columns if c != "wall_time"]
+        pd.testing.assert_frame_equal(stored[columns], alone[columns], check_exact=True)
         assert history_mtimes(tmp_path)[done[0].parent.name] == first[done[0].parent.name]
         assert all(store.is_complete(tmp_path / "results/runs", run) for run in history_mtimes(tmp_path))
         assert len(pd.read_parquet(tmp_path / "results/tables/runs.parquet")) == 4

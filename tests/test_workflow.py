@@ -274,7 +274,7 @@ def test_damaged_runs_are_reported_set_aside_and_retrained_alone(smoke, tmp_path
     assert dry.returncode == 0, dry.stderr[-3000:]
     output = dry.stdout + dry.stderr
     for run_id in victims:
-        assert re.search(rf"run {run_id} in results/runs/ is damaged \(.+\): it will be trained again", output), run_id
+        assert re.search(rf"run {run_id} in results/runs/ is damaged: .+; it will be trained again", output), run_id
     assert "history.arrow does not match its checksum" in output and "summary.json is missing" in output
     assert "spec.json does not hash to the folder's name" in output
     assert sum(len(p.members) for p in grid.packs(specs, set(victims), 4)) == 3

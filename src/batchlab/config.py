@@ -227,9 +227,7 @@ def check_data_available(config: dict, prepared_dir: str | Path) -> None:
         try:
             data.check_user_files(name, config["data_dir"], config["verify_data_files"])
         except data.DatasetError as error:
-            hint = ("" if "expected file" not in str(error) else
-                    f"; put the standard files under '{config['data_dir']}' (key 'data_dir') or choose a generated "
-                    "dataset (mnist1d, digits, blobs)")
+            hint = "; or choose a generated dataset (mnist1d, digits, blobs)" if "expected file" in str(error) else ""
             raise ConfigError(f"'datasets[{i}]': {error}{hint}") from None
 
 

@@ -104,7 +104,7 @@ def _find(data_dir: Path, name: str, rel: str) -> Path:
             return candidate
     raise DatasetError(
         f"dataset '{name}': expected file {data_dir / rel} (or {data_dir / rel}.gz) is missing; "
-        f"put the standard files there or set `data_dir` in the config"
+        f"put the standard files there or set 'data_dir' in the config"
     )
 
 

@@ -499,7 +499,7 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
             continue
         if problem != "absent":
-            log.warning("run %d/%d %s in %s is damaged (%s): trained again", k, len(specs), spec["run_id"], runs_root, problem)
+            log.warning("run %d/%d %s in %s is damaged: %s; trained again", k, len(specs), spec["run_id"], runs_root, problem)
         todo.append(spec)
         state = checkpoints.load(spec) if checkpoints is not None else None
         if state is not None:

@@ -39,7 +39,7 @@ RUNS = grid.expand(STUDY)
 DAMAGED = store.damaged_runs(RUNS_ROOT, (spec["run_id"] for spec in RUNS))
 for run_id, problem in DAMAGED.items():
     logger.warning(
-        f"run {run_id} in {RUNS_ROOT}/ is damaged ({problem}): it will be trained "
+        f"run {run_id} in {RUNS_ROOT}/ is damaged: {problem}; it will be trained "
         "again, and the damaged folder moved to results/corrupt/"
     )
 INCOMPLETE = {
