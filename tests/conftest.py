@@ -4,6 +4,8 @@ whole suite stays fast on one CPU, and nothing that touches the network."""
 from __future__ import annotations
 
 import copy
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,17 @@ def restore_torch_state():
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.mkldnn.enabled = mkldnn
+
+
+@contextmanager
+def tmpfs(path: Path, options: str):
+    """A small file system mounted at ``path`` (``options``: ``size=256k`` for a disk that fills up, ``ro`` for
+    a read-only one) for the body of the ``with``; the test is skipped where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a file system here (root needed): {result.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

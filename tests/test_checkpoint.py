@@ -304,3 +304,4 @@ def test_sigterm_saves_a_checkpoint_before_the_job_exits(uninterrupted, mnist1d_
     rerun = start_job(tmp_path, "rerun", specs, mnist1d_npz, "batched", every_steps=0)
     assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
     assert_runs_equal(tmp_path / "runs", uninterrupted["batched"], specs)
+

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pandas as pd
 import pytest
 
 from batchlab import store
-from conftest import tiny_specs
+from conftest import tiny_specs, tmpfs
 
 SPEC, OTHER = tiny_specs()  # real specs: a run's id is the hash of its spec
 HISTORY = pd.DataFrame({"step": [0, 5, 10], "test_acc": [0.1, 0.4, 0.5], "train_loss": [2.3, 1.2, float("nan")]})
@@ -209,43 +208,25 @@ def test_a_run_written_before_checksums_is_checked_by_reading_it(tmp_path):
 # -- a full disk, a folder that cannot be written --------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 256 KiB file system mounted for the test (root only: skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here: {result.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def test_a_full_disk_fails_with_the_path_and_keeps_the_runs_written(tiny_disk):
-    root = tiny_disk / "runs"
-    store.write_run(root, SPEC, HISTORY, SUMMARY)
-    big = pd.DataFrame({"step": range(100_000), "test_acc": 0.5})  # 1.6 MB: more than the disk holds
-    with pytest.raises(store.StoreError, match=f"cannot write run {OTHER['run_id']} to {root}: No space left on device"):
-        store.write_run(root, OTHER, big, dict(SUMMARY, run_id=OTHER["run_id"]))
-    assert store.check_run(root, SPEC["run_id"]) is None
-    assert [p.name for p in root.iterdir()] == [SPEC["run_id"]]  # no half-written run, no temporary folder
-    with pytest.raises(store.StoreError, match=f"cannot write to the results folder {tiny_disk}.*No space left"):
-        (tiny_disk / "filler").write_bytes(bytes(150_000))
-        store.check_writable(tiny_disk)
+def test_a_full_disk_fails_with_the_path_and_keeps_the_runs_written(tmp_path):
+    with tmpfs(tmp_path / "disk", "size=256k") as disk:
+        root = disk / "runs"
+        store.write_run(root, SPEC, HISTORY, SUMMARY)
+        big = pd.DataFrame({"step": range(100_000), "test_acc": 0.5})  # 1.6 MB: more than the disk holds
+        with pytest.raises(store.StoreError, match=f"cannot write run {OTHER['run_id']} to {root}: No space left on device"):
+            store.write_run(root, OTHER, big, dict(SUMMARY, run_id=OTHER["run_id"]))
+        assert store.check_run(root, SPEC["run_id"]) is None
+        assert [p.name for p in root.iterdir()] == [SPEC["run_id"]]  # no half-written run, no temporary folder
+        (disk / "filler").write_bytes(bytes(150_000))
+        with pytest.raises(store.StoreError, match=f"cannot write to the results folder {disk}: No space left"):
+            store.check_writable(disk)
 
 
 def test_a_read_only_results_folder_fails_with_its_path(tmp_path):
-    folder = tmp_path / "results"
-    folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a read-only file system here: {result.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "results", "ro,size=64k") as folder:
         with pytest.raises(store.StoreError, match=f"cannot write to the results folder {folder}: Read-only file system"):
             store.check_writable(folder)
         with pytest.raises(store.StoreError, match=f"cannot write run .* to {folder / 'runs'}: Read-only file system"):
             store.write_run(folder / "runs", SPEC, HISTORY, SUMMARY)
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
     store.check_writable(tmp_path / "not" / "yet" / "made")  # checked in the nearest folder that exists
     assert not (tmp_path / "not").exists()

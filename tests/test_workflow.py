@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from batchlab import config as study_config, grid, store, train
+from conftest import tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -336,15 +337,8 @@ def test_a_dataset_file_with_the_wrong_checksum_stops_before_any_job(tmp_path):
 
 @pytest.mark.parametrize("options, reason", [("ro,size=1m", "Read-only file system"), ("size=256k", "No space left on device")])
 def test_a_results_folder_that_cannot_be_written_stops_before_any_job(tmp_path, options, reason):
-    results = tmp_path / "results"
-    results.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(results)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a file system here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "results", options) as results:
         result = snakemake(tmp_path, configfile=SMOKE)
-    finally:
-        subprocess.run(["umount", "-l", str(results)], check=True)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"cannot write to the results folder {results}: {reason}" in output

@@ -530,9 +530,6 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
                 checkpoints.stop_if_requested(f"before run {done + 1}/{len(todo)}")
             model = models.build(group[0]["arch"], tuple(tensors["x_train"].shape[1:]), n_classes, group[0]["model_options"])
             chosen = choose_engine(group, model, dev, engine)
-            saved_by = {resume[s["run_id"]]["engine"] for s in group if s["run_id"] in resume}
-            if engine == "auto" and saved_by == {"batched"} and batched.can_stack(model):
-                chosen = "batched"  # resumed as stopped (even alone), so the numbers stay those of the pack
             size = _member_limit(group, model, tensors, dev) if chosen == "batched" else 1
             for first in range(0, len(group), size):
                 members = group[first : first + size]
