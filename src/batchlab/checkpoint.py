@@ -91,7 +91,8 @@ class Checkpointer:
         self.keep = keep
         self.stop_signal: int | None = None
         self.last_save = time.monotonic()
-        self.final: dict[str, dict] = {}  # run id -> final state, for runs that keep it (keep=True)
+        # run id -> final state of a finished run, when ``keep``: the job writes it into the run's folder
+        self.final: dict[str, dict] = {}
 
     @classmethod
     def from_config(cls, folder: str | Path, settings: dict) -> Checkpointer | None:
@@ -140,10 +141,9 @@ class Checkpointer:
             return None
         return state
 
-    def discard(self, run_id: str) -> dict | None:
-        """Run ``run_id`` is in the run store: delete its checkpoint; return its final state when kept."""
+    def discard(self, run_id: str) -> None:
+        """Run ``run_id`` is in the run store: delete its checkpoint."""
         self.path(run_id).unlink(missing_ok=True)
-        return self.final.pop(run_id, None)
 
     def request_stop(self, signum: int, frame=None) -> None:
         if self.stop_signal is not None:  # a second signal: stop at once

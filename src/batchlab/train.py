@@ -494,11 +494,11 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     tensors = to_tensors(data.load(dataset_path), dev)
     todo, resume = [], {}
     for k, spec in enumerate(specs, 1):
-        problem = store.check_run(runs_root, spec["run_id"]) if store.run_dir(runs_root, spec["run_id"]).exists() else "absent"
+        problem = store.check_run(runs_root, spec["run_id"])
         if problem is None:
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
             continue
-        if problem != "absent":
+        if store.run_dir(runs_root, spec["run_id"]).exists():
             log.warning("run %d/%d %s in %s is damaged: %s; trained again", k, len(specs), spec["run_id"], runs_root, problem)
         todo.append(spec)
         state = checkpoints.load(spec) if checkpoints is not None else None
@@ -516,7 +516,7 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
         nonlocal done
         kept = checkpoints.final.pop(spec["run_id"], None) if checkpoints is not None else None
         store.write_run(runs_root, spec, history, summary, checkpoint=kept)
-        if checkpoints is not None:
+        if checkpoints is not None:  # only now: a run that could not be written resumes from it
             checkpoints.discard(spec["run_id"])
         done += 1
         state = f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"] else f"test acc {summary['final_test_acc']:.4f}"
