@@ -60,15 +60,17 @@ def mnist1d_tensors(mnist1d_npz) -> dict[str, torch.Tensor]:
     return train.to_tensors(data.load(mnist1d_npz), torch.device("cpu"))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_torch_state():
-    """train_pack sets torch's thread count and deterministic mode for its process; undo that after a test."""
+    """train_pack sets torch's thread count, deterministic mode and subnormal flushing for its process; undo
+    that after every test, so no test depends on the ones before it."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     mkldnn = torch.backends.mkldnn.enabled
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.mkldnn.enabled = mkldnn
+    torch.set_flush_denormal(False)  # torch's default (it has no getter); train_pack flushes subnormals
 
 
 @contextmanager

@@ -174,8 +174,7 @@ def test_an_unusable_checkpoint_is_set_aside_and_the_run_starts_over(mnist1d_ten
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_finished_runs_keep_a_checkpoint_only_when_configured(mnist1d_npz, mnist1d_tensors, tmp_path, keep,
-                                                               restore_torch_state):
+def test_finished_runs_keep_a_checkpoint_only_when_configured(mnist1d_npz, mnist1d_tensors, tmp_path, keep):
     specs = specs_for(steps=30)
     checkpoints = Checkpointer.from_config(tmp_path / "checkpoints", dict(SETTINGS, every_steps=10, keep=keep))
     train.train_pack(specs, str(mnist1d_npz), str(tmp_path / "runs"), engine="sequential", checkpoints=checkpoints)

@@ -7,9 +7,9 @@ import copy
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from batchlab import config, grid, models
+from batchlab import config, data, grid, models
 from batchlab.config import ConfigError
 from conftest import TINY
 
@@ -109,6 +109,7 @@ def test_a_missing_required_key_is_named(required):
 @given(key=st.sampled_from(["datasets", "architectures"]),
        name=st.sampled_from(["../x", "/etc/passwd", "..", "a/b", "x\\y", "~", ""]) | st.text(max_size=16))
 def test_names_that_are_not_registered_never_reach_a_path(key, name):
+    assume(name not in (data.DATASETS if key == "datasets" else models.ARCHITECTURES))
     message = check(set_at(VALID, (key, 0), name))
     assert message is not None and message.startswith(f"'{key}[0]'"), message
 

@@ -263,8 +263,7 @@ def history_mtimes(work: Path) -> dict[str, float]:
 
 
 class TestFailureOnTheCluster:
-    def test_cancelled_job_is_reported_and_a_rerun_trains_only_unfinished_runs(self, cluster, tmp_path,
-                                                                                restore_torch_state):
+    def test_cancelled_job_is_reported_and_a_rerun_trains_only_unfinished_runs(self, cluster, tmp_path):
         out, code, done = run_and_cancel_after_first_run(cluster, tmp_path, "--retries", "0")
         assert code != 0
         assert "SLURM status is: 'CANCELLED'" in out

@@ -204,7 +204,6 @@ def test_same_seed_other_batch_size_uses_other_batches_same_init(mnist1d_tensors
 # -- train_pack ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("restore_torch_state")
 def test_train_pack_writes_complete_runs_and_skips_complete_ones(mnist1d_npz, tmp_path, monkeypatch):
     specs = tiny_specs(learning_rates=[0.05, 0.1], batch_sizes=[8])
     root = tmp_path / "runs"
@@ -235,7 +234,6 @@ def test_train_pack_writes_complete_runs_and_skips_complete_ones(mnist1d_npz, tm
     assert trained == []
 
 
-@pytest.mark.usefixtures("restore_torch_state")
 def test_train_pack_results_equal_train_run(mnist1d_npz, mnist1d_tensors, tmp_path):
     (spec,) = tiny_specs(batch_sizes=[32])
     train.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")

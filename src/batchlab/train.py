@@ -137,57 +137,59 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
     start = time.perf_counter()
     onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
     torch.backends.mkldnn.enabled = onednn_train  # evaluations switch to the default and back
-    while True:
-        # evaluate at the scheduled steps (and at divergence); a resumed run has its step's evaluation
-        if (step in evals and step != resumed_at) or diverged_at is not None:
-            torch.backends.mkldnn.enabled = onednn_default
-            train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
-            test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
-            rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
-                                 [float(n) for n in norms], metrics.distance(model, w0),
-                                 wall_before + time.perf_counter() - start))
-            norms = []
-            if progress:
-                progress(step, total, train_loss, test_acc)
-            torch.backends.mkldnn.enabled = onednn_train
-        if step == total or diverged_at is not None:
-            break
+    try:  # the global switch is restored however the loop ends (a stop request raises)
+        while True:
+            # evaluate at the scheduled steps (and at divergence); a resumed run has its step's evaluation
+            if (step in evals and step != resumed_at) or diverged_at is not None:
+                torch.backends.mkldnn.enabled = onednn_default
+                train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
+                test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
+                rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
+                                     [float(n) for n in norms], metrics.distance(model, w0),
+                                     wall_before + time.perf_counter() - start))
+                norms = []
+                if progress:
+                    progress(step, total, train_loss, test_acc)
+                torch.backends.mkldnn.enabled = onednn_train
+            if step == total or diverged_at is not None:
+                break
 
-        # checkpoint on the cadence, and stop here when the job is asked to
-        if checkpoints is not None and checkpoints.due(step):
-            if step not in (0, resumed_at):
-                checkpoints.save([state_now()])
-            checkpoints.stop_if_requested(f"at step {step} of {spec['run_id']}")
+            # checkpoint on the cadence, and stop here when the job is asked to
+            if checkpoints is not None and checkpoints.due(step):
+                if step not in (0, resumed_at):
+                    checkpoints.save([state_now()])
+                checkpoints.stop_if_requested(f"at step {step} of {spec['run_id']}")
 
-        # set the learning rate
-        t0 = time.perf_counter()
-        lr = spec["lr"] * lr_factor(step, total, spec["warmup"], spec["schedule"])
-        if lr != optimizer.param_groups[0]["lr"]:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            # set the learning rate
+            t0 = time.perf_counter()
+            lr = spec["lr"] * lr_factor(step, total, spec["warmup"], spec["schedule"])
+            if lr != optimizer.param_groups[0]["lr"]:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
-        # forward, backward, update
-        idx = batches[step]
-        with autocast():
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward() if scaler else loss.backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        norms.append(metrics.grad_norm(params))
-        scaler.step(optimizer) if scaler else optimizer.step()
-        if scaler:
-            scaler.update()
-        step += 1
-        train_time += time.perf_counter() - t0
+            # forward, backward, update
+            idx = batches[step]
+            with autocast():
+                loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward() if scaler else loss.backward()
+            if scaler:
+                scaler.unscale_(optimizer)
+            norms.append(metrics.grad_norm(params))
+            scaler.step(optimizer) if scaler else optimizer.step()
+            if scaler:
+                scaler.update()
+            step += 1
+            train_time += time.perf_counter() - t0
 
-        # divergence: NaN or exploding loss ends the run, recorded as a result
-        loss_value = float(loss.detach())
-        initial_loss = loss_value if initial_loss is None else initial_loss
-        if metrics.is_diverged(loss_value, initial_loss, spec["divergence_loss_factor"]):
-            diverged_at = step
+            # divergence: NaN or exploding loss ends the run, recorded as a result
+            loss_value = float(loss.detach())
+            initial_loss = loss_value if initial_loss is None else initial_loss
+            if metrics.is_diverged(loss_value, initial_loss, spec["divergence_loss_factor"]):
+                diverged_at = step
 
-    torch.backends.mkldnn.enabled = onednn_default
+    finally:
+        torch.backends.mkldnn.enabled = onednn_default
     history, summary = summarize(spec, rows, step, len(x_train), len(x_test), diverged_at,
                                  step * batch_size / train_time if train_time > 0 else math.nan,
                                  train_time, wall_before + time.perf_counter() - start, device)
@@ -342,86 +344,88 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     start = time.perf_counter()
     onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
     torch.backends.mkldnn.enabled = onednn_train  # evaluations switch to the default and back
-    while True:
-        record = [i for i in range(k) if alive[i]] if step in evals and step != resumed_at else []
-        record += just_diverged
-        if record:
-            torch.backends.mkldnn.enabled = onednn_default
-            which = sorted(set(record))
-            on_train = evaluate_members(model, members, which, x_train, y_train, eval_batch_size)
-            on_test = evaluate_members(model, members, which, x_test, y_test, eval_batch_size)
-            dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
-            step_norms = torch.stack(norms).cpu().tolist() if norms else []
-            wall = wall_before + time.perf_counter() - start
-            for i in which:
-                rows[i].append(eval_row(specs[i], step, len(x_train), (*on_train[i], *on_test[i]),
-                                        carried[i] + [n[i] for n in step_norms[since[i]:]], dist[i], wall))
-                since[i], carried[i] = len(step_norms), []
-            # drop the norms every member still training has been recorded with
-            keep_from = min([since[i] for i in range(k) if alive[i]] or [len(norms)])
-            norms = norms[keep_from:]
-            since = [max(0, v - keep_from) for v in since]
-            just_diverged = []
-            for i in diverged_now:  # done: written now, then silenced while the others go on
-                finish(i)
-                model.silence_member(i)
-                optimizer.silence_member(i)
-            diverged_now = []
-            if progress:
-                live = [i for i in which if alive[i]] or which
-                progress(step, total, sum(on_train[i][0] for i in live) / len(live),
-                         max(on_test[i][1] for i in live))
-            torch.backends.mkldnn.enabled = onednn_train
-        if step == total or not any(alive):
-            break
-
-        # checkpoint the members still training on the cadence, and stop here when the job is asked to
-        if checkpoints is not None and checkpoints.due(step):
-            if step not in (0, resumed_at):
+    try:  # the global switch is restored however the loop ends (a stop request raises)
+        while True:
+            record = [i for i in range(k) if alive[i]] if step in evals and step != resumed_at else []
+            record += just_diverged
+            if record:
+                torch.backends.mkldnn.enabled = onednn_default
+                which = sorted(set(record))
+                on_train = evaluate_members(model, members, which, x_train, y_train, eval_batch_size)
+                on_test = evaluate_members(model, members, which, x_test, y_test, eval_batch_size)
+                dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
                 step_norms = torch.stack(norms).cpu().tolist() if norms else []
-                checkpoints.save([member_checkpoint(i, carried[i] + [n[i] for n in step_norms[since[i]:]])
-                                  for i in range(k) if alive[i]])
-            checkpoints.stop_if_requested(f"at step {step} of {sum(alive)} batched runs")
+                wall = wall_before + time.perf_counter() - start
+                for i in which:
+                    rows[i].append(eval_row(specs[i], step, len(x_train), (*on_train[i], *on_test[i]),
+                                            carried[i] + [n[i] for n in step_norms[since[i]:]], dist[i], wall))
+                    since[i], carried[i] = len(step_norms), []
+                # drop the norms every member still training has been recorded with
+                keep_from = min([since[i] for i in range(k) if alive[i]] or [len(norms)])
+                norms = norms[keep_from:]
+                since = [max(0, v - keep_from) for v in since]
+                just_diverged = []
+                for i in diverged_now:  # done: written now, then silenced while the others go on
+                    finish(i)
+                    model.silence_member(i)
+                    optimizer.silence_member(i)
+                diverged_now = []
+                if progress:
+                    live = [i for i in which if alive[i]] or which
+                    progress(step, total, sum(on_train[i][0] for i in live) / len(live),
+                             max(on_test[i][1] for i in live))
+                torch.backends.mkldnn.enabled = onednn_train
+            if step == total or not any(alive):
+                break
 
-        t0 = time.perf_counter()
-        idx = batches[step]  # (K, B)
-        with autocast():
-            logits = model(x_train[idx])  # (K, B, classes)
-            losses = F.cross_entropy(logits.reshape(k * batch_size, -1), y_train[idx].reshape(-1),
-                                     reduction="none").view(k, batch_size).mean(1)
-        optimizer.zero_grad()
-        if scaler:
-            scaler.scaled(losses).backward()
-            scaler.unscale_(params)
-        else:
-            losses.sum().backward()
-        grad_norms = batched.member_norms([p.grad for p, _ in params], k)
-        norms.append(grad_norms)
-        if scaler:  # members whose float16 gradients overflowed skip this step
-            overflowed = ~torch.isfinite(grad_norms)
-            optimizer.step(lrs[step], skip=overflowed.nonzero().flatten().tolist())
-            scaler.update(overflowed)
-        else:
-            optimizer.step(lrs[step])
-        step += 1
-        train_time += time.perf_counter() - t0
+            # checkpoint the members still training on the cadence, and stop here when the job is asked to
+            if checkpoints is not None and checkpoints.due(step):
+                if step not in (0, resumed_at):
+                    step_norms = torch.stack(norms).cpu().tolist() if norms else []
+                    checkpoints.save([member_checkpoint(i, carried[i] + [n[i] for n in step_norms[since[i]:]])
+                                      for i in range(k) if alive[i]])
+                checkpoints.stop_if_requested(f"at step {step} of {sum(alive)} batched runs")
 
-        for i, value in enumerate(losses.detach().tolist()):  # divergence, per member
-            if not alive[i]:
-                continue
-            initial_loss[i] = value if initial_loss[i] is None else initial_loss[i]
-            if metrics.is_diverged(value, initial_loss[i], factors[i]):
-                # the member stops here: it is recorded at the next evaluation (before any other step), its
-                # learning rate set to 0 and its state silenced (it still computes, which is cheaper than
-                # masking every update; its numbers are not used)
-                diverged_at[i], alive[i] = step, False
-                lrs[step:, i] = 0.0
-                just_diverged.append(i)
-                if final_states is not None:
-                    frozen[i] = {n: t.detach().clone() for n, t in model.member_state(i).items()}
-                diverged_now.append(i)
+            t0 = time.perf_counter()
+            idx = batches[step]  # (K, B)
+            with autocast():
+                logits = model(x_train[idx])  # (K, B, classes)
+                losses = F.cross_entropy(logits.reshape(k * batch_size, -1), y_train[idx].reshape(-1),
+                                         reduction="none").view(k, batch_size).mean(1)
+            optimizer.zero_grad()
+            if scaler:
+                scaler.scaled(losses).backward()
+                scaler.unscale_(params)
+            else:
+                losses.sum().backward()
+            grad_norms = batched.member_norms([p.grad for p, _ in params], k)
+            norms.append(grad_norms)
+            if scaler:  # members whose float16 gradients overflowed skip this step
+                overflowed = ~torch.isfinite(grad_norms)
+                optimizer.step(lrs[step], skip=overflowed.nonzero().flatten().tolist())
+                scaler.update(overflowed)
+            else:
+                optimizer.step(lrs[step])
+            step += 1
+            train_time += time.perf_counter() - t0
 
-    torch.backends.mkldnn.enabled = onednn_default
+            for i, value in enumerate(losses.detach().tolist()):  # divergence, per member
+                if not alive[i]:
+                    continue
+                initial_loss[i] = value if initial_loss[i] is None else initial_loss[i]
+                if metrics.is_diverged(value, initial_loss[i], factors[i]):
+                    # the member stops here: it is recorded at the next evaluation (before any other step), its
+                    # learning rate set to 0 and its state silenced (it still computes, which is cheaper than
+                    # masking every update; its numbers are not used)
+                    diverged_at[i], alive[i] = step, False
+                    lrs[step:, i] = 0.0
+                    just_diverged.append(i)
+                    if final_states is not None:
+                        frozen[i] = {n: t.detach().clone() for n, t in model.member_state(i).items()}
+                    diverged_now.append(i)
+
+    finally:
+        torch.backends.mkldnn.enabled = onednn_default
     if final_states is not None:
         final_states.extend(frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
                             for i in range(k))
