@@ -38,7 +38,7 @@ def test_expand_specs_are_fully_resolved():
     assert set(spec) == {
         "version", "dataset", "dataset_options", "arch", "model_options", "batch_size", "lr", "lr_grid_value",
         "lr_scaling", "lr_reference_batch_size", "steps", "budget", "optimizer", "warmup", "schedule", "seed",
-        "eval_points", "divergence_loss_factor", "precision", "run_id",
+        "eval_points", "noise_scale", "divergence_loss_factor", "precision", "run_id",
     }
     assert spec["version"] == grid.TRAINING_VERSION
     assert spec["dataset_options"] == {"num_samples": 300, "seed": 42}
@@ -46,6 +46,7 @@ def test_expand_specs_are_fully_resolved():
     assert spec["schedule"] == {"kind": "constant"}
     assert spec["warmup"] == {"fraction": 0.0, "start_factor": 0.03125}
     assert spec["eval_points"] == 3
+    assert spec["noise_scale"] == {"pairs": 4, "small_batch": spec["batch_size"], "big_batch": 8 * spec["batch_size"]}
     assert spec["divergence_loss_factor"] == 10.0
 
 

@@ -179,3 +179,67 @@ def test_evaluate_perfect_classifier():
     loss, acc = metrics.evaluate(FixedLogits(logits), torch.arange(4).float(), torch.arange(4), 3)
     assert acc == 1.0 and loss == pytest.approx(0.0, abs=1e-6)
     assert np.isfinite(loss)
+
+
+# -- gradient noise scale (McCandlish et al. 2018, appendix A.1) ---------------------------------------------
+
+
+def test_noise_scale_estimator_recovers_a_known_covariance():
+    """Per-example gradients G + e with e ~ N(0, Sigma): the estimator's B_simple is tr(Sigma) / |G|^2."""
+    rng = np.random.default_rng(0)
+    dim, b_small, b_big, pairs = 20, 8, 64, 4000
+    G = rng.normal(size=dim)
+    sigma = rng.uniform(0.5, 4.0, size=dim)  # diagonal covariance: per-coordinate variances
+    small_sq, big_sq = [], []
+    for _ in range(pairs):
+        for b, out in ((b_small, small_sq), (b_big, big_sq)):
+            mean = G + rng.normal(size=(b, dim)).mean(0) * np.sqrt(sigma)
+            out.append(float(mean @ mean))
+    est = metrics.noise_scale(small_sq, big_sq, b_small, b_big)
+    assert est["noise_grad_sq"] == pytest.approx(G @ G, rel=0.05)
+    assert est["noise_trace"] == pytest.approx(sigma.sum(), rel=0.05)
+    assert est["b_simple"] == pytest.approx(sigma.sum() / (G @ G), rel=0.08)
+
+
+def test_noise_scale_is_the_ratio_of_the_means_not_the_mean_of_ratios():
+    est = metrics.noise_scale([5.0, 3.0], [1.5, 1.5], 1, 4)
+    small, big = 4.0, 1.5
+    g2 = (4 * big - small) / 3
+    trace = (small - big) / (1 - 0.25)
+    assert est == pytest.approx({"noise_grad_sq": g2, "noise_trace": trace, "b_simple": trace / g2})
+    assert math.isnan(metrics.noise_scale([10.0], [1.0], 1, 4)["b_simple"])  # |G|^2 estimated <= 0
+    with pytest.raises(ValueError, match="b_small < b_big"):
+        metrics.noise_scale([1.0], [1.0], 8, 8)
+
+
+def test_measured_noise_scale_matches_the_per_example_gradients():
+    """On a small problem every per-example gradient can be computed: their mean G and covariance Sigma
+    (over the data set, which the measurement samples with replacement) give the true tr(Sigma)/|G|^2."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 1, 5, dtype=torch.float64), torch.randint(0, 3, (64,))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(5, 3)).double()
+    per_example = []
+    for i in range(64):
+        loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        per_example.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(model.parameters()))]))
+    grads = torch.stack(per_example)
+    G = grads.mean(0)
+    trace = float(((grads - G) ** 2).sum(1).mean())
+    truth = trace / float(G @ G)
+    est = metrics.measure_noise_scale(model, x, y, b_small=4, b_big=32, pairs=3000, seed=1)
+    assert est["noise_grad_sq"] == pytest.approx(float(G @ G), rel=0.1)
+    assert est["noise_trace"] == pytest.approx(trace, rel=0.1)
+    assert est["b_simple"] == pytest.approx(truth, rel=0.15)
+
+
+def test_measuring_the_noise_scale_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    model.eval()
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 3, (40,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=7)
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # batch-norm statistics too
+    assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=7) == a  # seeded: the same batches
+    assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=8) != a

@@ -261,3 +261,19 @@ def test_evaluation_batch_size_bounds_memory_not_results(mnist1d_tensors):
     b, _ = train.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=7)
     assert a["test_acc"].tolist() == b["test_acc"].tolist() and a["train_acc"].tolist() == b["train_acc"].tolist()
     assert b["test_loss"].tolist() == pytest.approx(a["test_loss"].tolist(), rel=1e-5)
+
+
+def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors):
+    spec = tiny_specs(batch_sizes=[8], budget={"steps": 30})[0]
+    measured, _ = train.train_run(spec, mnist1d_tensors, CPU)
+    off = dict(spec, noise_scale={"pairs": 0})
+    unmeasured, _ = train.train_run(off, mnist1d_tensors, CPU)
+    assert spec["noise_scale"] == {"pairs": 4, "small_batch": 8, "big_batch": 64}
+    # numerator and denominator are kept apart (to be averaged before their ratio is taken: with 4 pairs a
+    # single evaluation's estimate of |G|^2 can come out negative, and its B_simple is then NaN)
+    assert measured[["noise_grad_sq", "noise_trace"]].notna().all().all()
+    assert unmeasured[["noise_grad_sq", "noise_trace", "b_simple"]].isna().all().all()
+    positive = measured["noise_grad_sq"] > 0
+    assert (measured.loc[positive, "b_simple"] == measured.loc[positive, "noise_trace"] / measured.loc[positive, "noise_grad_sq"]).all()
+    columns = [c for c in measured.columns if c not in ("wall_time", "noise_grad_sq", "noise_trace", "b_simple")]
+    pd.testing.assert_frame_equal(measured[columns], unmeasured[columns], check_exact=True)

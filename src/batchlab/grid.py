@@ -124,12 +124,23 @@ def expand(config: dict) -> list[dict]:
                             "schedule": _schedule(s["schedule"]),
                             "seed": int(seed),
                             "eval_points": int(config["evaluation"]["points"]),
+                            "noise_scale": noise_scale_batches(config["evaluation"]["noise_scale"], int(batch_size)),
                             "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                             "precision": config["precision"],
                         }
                         spec["run_id"] = run_id(spec)
                         specs.append(spec)
     return specs
+
+
+def noise_scale_batches(settings: dict, batch_size: int) -> dict:
+    """What a run measures of the gradient noise scale: ``pairs`` gradients over its own batch size and over
+    a big batch (``big_batch_factor`` times it, within ``big_batch_max`` but at least twice it)."""
+    pairs = int(settings["pairs"])
+    if pairs == 0:
+        return {"pairs": 0}
+    big = min(settings["big_batch_factor"] * batch_size, max(2 * batch_size, settings["big_batch_max"]))
+    return {"pairs": pairs, "small_batch": batch_size, "big_batch": int(big)}
 
 
 def without_id(spec: dict) -> dict:

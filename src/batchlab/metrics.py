@@ -1,5 +1,5 @@
-"""Quantities recorded during training: gradient-norm statistics, distance from initialization,
-steps to a target, the generalization gap."""
+"""Quantities recorded during training: gradient-norm statistics, distance from initialization, the
+gradient noise scale, steps to a target, the generalization gap."""
 
 from __future__ import annotations
 
@@ -63,3 +63,51 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
         correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
     model.train(was_training)
     return loss_sum / len(x), correct / len(x)
+
+
+NOISE_SCALE = ("noise_grad_sq", "noise_trace", "b_simple")
+
+
+def noise_scale(small_sq: Sequence[float], big_sq: Sequence[float], b_small: int, b_big: int) -> dict[str, float]:
+    """The gradient noise scale of McCandlish et al. (2018, appendix A.1) from squared norms of gradients
+    averaged over ``b_small`` and over ``b_big`` examples at the same weights. With ``S`` and ``L`` the means of
+    the small and the big squared norms (numerator and denominator averaged separately, the ratio taken last):
+
+    - ``|G|^2 = (b_big * L - b_small * S) / (b_big - b_small)`` (``noise_grad_sq``), unbiased;
+    - ``tr(Sigma) = (S - L) / (1 / b_small - 1 / b_big)`` (``noise_trace``), unbiased;
+    - ``B_simple = tr(Sigma) / |G|^2`` (``b_simple``; NaN where the estimate of ``|G|^2`` is not positive).
+    """
+    if not 0 < b_small < b_big:
+        raise ValueError(f"need 0 < b_small < b_big, got {b_small} and {b_big}")
+    small, big = float(np.mean(small_sq)), float(np.mean(big_sq))
+    g2 = (b_big * big - b_small * small) / (b_big - b_small)
+    trace = (small - big) / (1.0 / b_small - 1.0 / b_big)
+    return {"noise_grad_sq": g2, "noise_trace": trace, "b_simple": trace / g2 if g2 > 0 else math.nan}
+
+
+def measure_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int, b_big: int,
+                        pairs: int, seed: int) -> dict[str, float]:
+    """:func:`noise_scale` of ``model``'s mean cross-entropy on ``(x, y)`` at its current weights, from
+    ``pairs`` gradients over ``b_small`` and ``pairs`` over ``b_big`` examples drawn with replacement (the
+    estimator's i.i.d. batches) by a generator seeded with ``seed``. In training mode, as the gradients of
+    training are; the model comes back as it was (buffers such as batch-norm statistics restored, no
+    ``.grad`` touched), so training goes on unperturbed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    generator = torch.Generator().manual_seed(seed)
+    squared: dict[int, list[float]] = {b_small: [], b_big: []}
+    model.train()
+    try:
+        for _ in range(pairs):
+            for b in (b_small, b_big):
+                idx = torch.randint(len(x), (b,), generator=generator).to(x.device)
+                loss = torch.nn.functional.cross_entropy(model(x[idx]).float(), y[idx])
+                grads = torch.autograd.grad(loss, params)
+                squared[b].append(float(torch.stack(torch._foreach_norm(grads)).square().sum()))
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.train(was_training)
+    return noise_scale(squared[b_small], squared[b_big], b_small, b_big)

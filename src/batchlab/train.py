@@ -144,9 +144,10 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
                 torch.backends.mkldnn.enabled = onednn_default
                 train_loss, train_acc = metrics.evaluate(model, x_train, y_train, eval_batch_size)
                 test_loss, test_acc = metrics.evaluate(model, x_test, y_test, eval_batch_size)
+                noise = noise_at(spec, model, x_train, y_train, step) if diverged_at is None else None
                 rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
                                      [float(n) for n in norms], metrics.distance(model, w0),
-                                     wall_before + time.perf_counter() - start))
+                                     wall_before + time.perf_counter() - start, noise))
                 norms = []
                 if progress:
                     progress(step, total, train_loss, test_acc)
@@ -229,7 +230,7 @@ def summarize(spec: dict, rows: list[dict], steps_done: int, n_train: int, n_tes
 
 
 def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, float, float, float], norms: list[float],
-             dist_init: float, wall_time: float) -> dict:
+             dist_init: float, wall_time: float, noise: dict[str, float] | None = None) -> dict:
     train_loss, train_acc, test_loss, test_acc = losses_accs
     return {
         "step": step, "epoch": step * spec["batch_size"] / n_train, "examples": step * spec["batch_size"],
@@ -237,8 +238,20 @@ def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, floa
         "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
         **metrics.grad_norm_stats(norms),
         "dist_init": dist_init,
+        **(noise or dict.fromkeys(metrics.NOISE_SCALE, math.nan)),
         "wall_time": wall_time,
     }
+
+
+def noise_at(spec: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float] | None:
+    """The gradient noise scale of a run at an evaluation (None where the run measures none): the
+    gradients are drawn with a generator seeded by the run's seed and the step, so a resumed run and either
+    engine draw the same batches."""
+    settings = spec.get("noise_scale", {"pairs": 0})
+    if not settings["pairs"]:
+        return None
+    return metrics.measure_noise_scale(model, x, y, settings["small_batch"], settings["big_batch"], settings["pairs"],
+                                       seed=spec["seed"] * 1_000_003 + step)
 
 
 @torch.no_grad()
@@ -356,9 +369,10 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                 dist = batched.member_norms([p.detach() - p0 for (p, _), p0 in zip(params, w0)], k).tolist()
                 step_norms = torch.stack(norms).cpu().tolist() if norms else []
                 wall = wall_before + time.perf_counter() - start
-                for i in which:
+                for i in which:  # members[i] holds member i's weights since evaluate_members
+                    noise = noise_at(specs[i], members[i], x_train, y_train, step) if alive[i] else None
                     rows[i].append(eval_row(specs[i], step, len(x_train), (*on_train[i], *on_test[i]),
-                                            carried[i] + [n[i] for n in step_norms[since[i]:]], dist[i], wall))
+                                            carried[i] + [n[i] for n in step_norms[since[i]:]], dist[i], wall, noise))
                     since[i], carried[i] = len(step_norms), []
                 # drop the norms every member still training has been recorded with
                 keep_from = min([since[i] for i in range(k) if alive[i]] or [len(norms)])
