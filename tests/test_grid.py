@@ -46,7 +46,10 @@ def test_expand_specs_are_fully_resolved():
     assert spec["schedule"] == {"kind": "constant"}
     assert spec["warmup"] == {"fraction": 0.0, "start_factor": 0.03125}
     assert spec["eval_points"] == 3
-    assert spec["noise_scale"] == {"pairs": 4, "small_batch": spec["batch_size"], "big_batch": 8 * spec["batch_size"]}
+    assert spec["noise_scale"] == {"pairs": 4, "small_batch": spec["batch_size"], "big_batch": 8 * spec["batch_size"],
+                                   "every": 2}
+    assert grid.noise_scale_batches({"pairs": 2, "big_batch_factor": 8, "big_batch_max": 2048, "every": 1}, 1024) == {
+        "pairs": 2, "small_batch": 1024, "big_batch": 2048, "every": 1}
     assert spec["divergence_loss_factor"] == 10.0
 
 

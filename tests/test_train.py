@@ -268,11 +268,12 @@ def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors
     measured, _ = train.train_run(spec, mnist1d_tensors, CPU)
     off = dict(spec, noise_scale={"pairs": 0})
     unmeasured, _ = train.train_run(off, mnist1d_tensors, CPU)
-    assert spec["noise_scale"] == {"pairs": 4, "small_batch": 8, "big_batch": 64}
-    # numerator and denominator are kept apart (to be averaged before their ratio is taken: with 4 pairs a
-    # single evaluation's estimate of |G|^2 can come out negative, and its B_simple is then NaN)
-    assert measured[["noise_grad_sq", "noise_trace"]].notna().all().all()
+    assert spec["noise_scale"] == {"pairs": 4, "small_batch": 8, "big_batch": 64, "every": 2}
+    # at every other evaluation (of steps 0, 10, 20, 30) and the last
+    assert measured.loc[measured["noise_trace"].notna(), "step"].tolist() == [0, 20, 30]
     assert unmeasured[["noise_grad_sq", "noise_trace", "b_simple"]].isna().all().all()
+    # numerator and denominator are kept apart, to be averaged before their ratio is taken: with 4 pairs a
+    # single evaluation's estimate of |G|^2 can come out negative, and its B_simple is then NaN
     positive = measured["noise_grad_sq"] > 0
     assert (measured.loc[positive, "b_simple"] == measured.loc[positive, "noise_trace"] / measured.loc[positive, "noise_grad_sq"]).all()
     columns = [c for c in measured.columns if c not in ("wall_time", "noise_grad_sq", "noise_trace", "b_simple")]

@@ -135,12 +135,13 @@ def expand(config: dict) -> list[dict]:
 
 def noise_scale_batches(settings: dict, batch_size: int) -> dict:
     """What a run measures of the gradient noise scale: ``pairs`` gradients over its own batch size and over
-    a big batch (``big_batch_factor`` times it, within ``big_batch_max`` but at least twice it)."""
+    a big batch (``big_batch_factor`` times it, within ``big_batch_max`` but at least twice it), at every
+    ``every``-th evaluation."""
     pairs = int(settings["pairs"])
     if pairs == 0:
         return {"pairs": 0}
     big = min(settings["big_batch_factor"] * batch_size, max(2 * batch_size, settings["big_batch_max"]))
-    return {"pairs": pairs, "small_batch": batch_size, "big_batch": int(big)}
+    return {"pairs": pairs, "small_batch": batch_size, "big_batch": int(big), "every": int(settings["every"])}
 
 
 def without_id(spec: dict) -> dict:

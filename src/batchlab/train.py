@@ -250,6 +250,9 @@ def noise_at(spec: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
     settings = spec.get("noise_scale", {"pairs": 0})
     if not settings["pairs"]:
         return None
+    steps = eval_steps(spec["steps"], spec["eval_points"])
+    if step != steps[-1] and steps.index(step) % settings["every"]:
+        return None
     return metrics.measure_noise_scale(model, x, y, settings["small_batch"], settings["big_batch"], settings["pairs"],
                                        seed=spec["seed"] * 1_000_003 + step)
 
