@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import models, numbers, paper, store, tables, train
+from batchlab import analysis, models, numbers, paper, store, tables, train
 from batchlab.paper import PaperError
 
 from conftest import tiny_specs
@@ -228,7 +228,7 @@ def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
 def test_compute_claim_verdicts(macros):
     claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
-                           "ClaimSix", "ClaimSeven", "ClaimNine", "ClaimEleven"}
+                           "ClaimSix", "ClaimSeven", "ClaimNine", "ClaimTen", "ClaimEleven"}
     for name, text in claims.items():
         assert VERDICT.fullmatch(text), (name, text)
     assert macros["ClaimEleven"] == "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
@@ -305,3 +305,35 @@ def test_paper_build_copies_sources_and_produces_the_pdf(tmp_path, monkeypatch):
     assert pdf.exists()
     assert (pdf.parent / "paper.tex").read_text() == tex.read_text()
     assert (pdf.parent / "refs.bib").exists()
+
+
+# -- the gradient noise scale over training (claim 10) -------------------------------------------------------
+
+
+def test_noise_scale_curves_average_numerator_and_denominator_before_the_ratio(aggregated):
+    history, runs = aggregated
+    curves = analysis.noise_scale_curves(runs, history)
+    best = analysis.best_per_batch(analysis.seed_mean(runs))
+    assert len(curves.groupby(["arch", "batch_size"])) == len(best)  # one curve per batch size, at its best lr
+    row = best[best["arch"] == "mlp"].iloc[0]
+    h = history[(history["arch"] == "mlp") & (history["batch_size"] == row["batch_size"]) & (history["lr"] == row["lr"])
+                & history["noise_trace"].notna()]
+    last = h[h["step"] == h["step"].max()]
+    assert len(last) == 2  # two seeds
+    c = curves[(curves["arch"] == "mlp") & (curves["batch_size"] == row["batch_size"])].iloc[-1]
+    assert c["progress"] == 1.0
+    ratio = last["noise_trace"].mean() / last["noise_grad_sq"].mean()
+    assert c["b_simple"] == pytest.approx(ratio) if last["noise_grad_sq"].mean() > 0 else math.isnan(c["b_simple"])
+
+
+def test_noise_numbers_and_claim_ten(macros, aggregated):
+    history, runs = aggregated
+    for arch in models.ARCHITECTURES:
+        for stem in ("NoiseStart", "NoiseEnd", "NoiseRho"):
+            assert numbers.macro_name(stem, arch) in macros
+    assert macros["NoiseRhoCnnOneD"] == numbers.NA
+    curves = analysis.noise_scale_curves(runs, history)
+    c = curves[(curves["arch"] == "mlp") & curves["b_simple"].notna()]
+    assert float(macros["NoiseRhoMlp"].strip("\\ensuremath{}")) == pytest.approx(
+        analysis.spearman(c["train_loss"], c["b_simple"]), abs=0.005)
+    assert VERDICT.fullmatch(macros["ClaimTen"])

@@ -92,3 +92,19 @@ def spearman(x, y) -> float:
     """Spearman rank correlation (NaN when undefined)."""
     s = pd.Series(np.asarray(y, float)).rank().corr(pd.Series(np.asarray(x, float)).rank())
     return float(s) if s is not None else math.nan
+
+
+def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """The gradient noise scale over training, per (dataset, arch, batch size) at that batch size's best
+    learning rate: per evaluated step, the numerator and denominator averaged over seeds first and their
+    ratio taken last (McCandlish et al. 2018), with the mean train loss and the fraction of training done."""
+    columns = ["dataset", "arch", "batch_size", "step", "progress", "train_loss", "noise_grad_sq", "noise_trace", "b_simple"]
+    if "noise_trace" not in history or history["noise_trace"].isna().all():
+        return pd.DataFrame(columns=columns)
+    best = best_per_batch(seed_mean(runs))[["dataset", "arch", "batch_size", "lr"]]
+    measured = history[history["noise_trace"].notna()].merge(best, on=["dataset", "arch", "batch_size", "lr"])
+    curves = (measured.groupby(["dataset", "arch", "batch_size", "step"], sort=True)
+              [["train_loss", "noise_grad_sq", "noise_trace"]].mean().reset_index())
+    curves["progress"] = curves["step"] / curves.groupby(["dataset", "arch", "batch_size"])["step"].transform("max")
+    curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
+    return curves[columns]

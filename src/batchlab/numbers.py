@@ -163,6 +163,29 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
     return values, checks
 
 
+def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+    """Claim 10 (McCandlish et al.): per architecture, B_simple at the first and the last measured step
+    (over batch sizes at their best learning rate, numerators and denominators summed before the ratio) and
+    the Spearman correlation between train loss and B_simple over all measured points; the claim holds for
+    an architecture where that correlation is negative (the noise scale grows as the loss falls)."""
+    curves = analysis.noise_scale_curves(runs, history)
+    values, holds = {}, {}
+    for arch in models.ARCHITECTURES:
+        c = curves[(curves["arch"] == arch) & curves["b_simple"].notna()]
+        if c.empty:
+            values.update({macro_name(stem, arch): NA for stem in ("NoiseStart", "NoiseEnd", "NoiseRho")})
+            continue
+        ends = [c[c["progress"] == c["progress"].min()], c[c["progress"] == c["progress"].max()]]
+        start, end = (float(e["noise_trace"].sum() / e["noise_grad_sq"].sum()) for e in ends)
+        rho = analysis.spearman(c["train_loss"], c["b_simple"])
+        scale = lambda x: num(x, ".0f" if abs(x) >= 10 else ".2g")  # noqa: E731  (examples per batch)
+        values.update({macro_name("NoiseStart", arch): scale(start), macro_name("NoiseEnd", arch): scale(end),
+                       macro_name("NoiseRho", arch): num(rho, ".2f")})
+        holds[arch] = None if math.isnan(rho) else rho < 0
+    values["ClaimTen"] = verdict(holds)
+    return values
+
+
 def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> dict[str, str]:
     """All macros: study facts, per-architecture numbers, and claim verdicts."""
     archs = list(dict.fromkeys(runs["arch"]))
@@ -205,6 +228,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> 
         "ClaimThree": claim("three"), "ClaimSix": claim("six"), "ClaimSeven": claim("seven"),
         "ClaimNine": claim("nine"),
     })
+    values.update(noise_numbers(runs, history))
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]

@@ -250,3 +250,20 @@ FIGURES = {
     "generalization_gap": generalization_gap,
     "steps_to_target": steps_to_target,
 }
+
+
+def noise_scale(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+    """(g) The gradient noise scale B_simple over training, per batch size at its best learning rate
+    (numerator and denominator averaged over seeds, then divided)."""
+    curves = analysis.noise_scale_curves(runs, history)
+    colors = _batch_colors(runs["batch_size"])
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        for b, c in curves[(curves["dataset"] == d) & (curves["arch"] == arch)].groupby("batch_size"):
+            ok = c[c["b_simple"] > 0]
+            ax.plot(ok["progress"], ok["b_simple"], color=colors[int(b)], marker="o", label=f"B={int(b)}")
+        ax.set_yscale("log")
+        ax.set_xlabel("fraction of training")
+        ax.set_ylabel("noise scale $B_{simple}$")
+    _legend(fig, axes)
+    return fig

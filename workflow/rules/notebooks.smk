@@ -3,7 +3,7 @@
 # paper) and PNG (for `snakemake --report`).
 NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
-    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target"],
+    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale"],
 }
 FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 
