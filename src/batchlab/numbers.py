@@ -164,10 +164,10 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
 
 
 def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
-    """Claim 10 (McCandlish et al.): per architecture, B_simple at the first and the last measured step
-    (over batch sizes at their best learning rate, numerators and denominators summed before the ratio) and
-    the Spearman correlation between train loss and B_simple over all measured points; the claim holds for
-    an architecture where that correlation is negative (the noise scale grows as the loss falls)."""
+    """Claim 10 (McCandlish et al.): per architecture, the median over batch sizes (each at its best learning
+    rate) of B_simple at the first and at the last measured step, and the Spearman correlation between train
+    loss and B_simple over all measured points; the claim holds for an architecture where that correlation
+    is negative (the noise scale grows as the loss falls)."""
     curves = analysis.noise_scale_curves(runs, history)
     values, holds = {}, {}
     for arch in models.ARCHITECTURES:
@@ -175,8 +175,7 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
         if c.empty:
             values.update({macro_name(stem, arch): NA for stem in ("NoiseStart", "NoiseEnd", "NoiseRho")})
             continue
-        ends = [c[c["progress"] == c["progress"].min()], c[c["progress"] == c["progress"].max()]]
-        start, end = (float(e["noise_trace"].sum() / e["noise_grad_sq"].sum()) for e in ends)
+        start, end = (float(c[c["progress"] == at]["b_simple"].median()) for at in (c["progress"].min(), 1.0))
         rho = analysis.spearman(c["train_loss"], c["b_simple"])
         scale = lambda x: num(x, ".0f" if abs(x) >= 10 else ".2g")  # noqa: E731  (examples per batch)
         values.update({macro_name("NoiseStart", arch): scale(start), macro_name("NoiseEnd", arch): scale(end),
