@@ -243,3 +243,47 @@ def test_measuring_the_noise_scale_leaves_the_model_as_it_was():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # batch-norm statistics too
     assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=7) == a  # seeded: the same batches
     assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=8) != a
+
+
+# -- sharpness (Keskar et al. 2017) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epsilon", [1e-3, 5e-4, 0.1])
+def test_sharpness_of_a_quadratic_is_its_box_maximum(epsilon):
+    """f(w) = 1/2 sum a_i w_i^2 is maximized over the box coordinate by coordinate, at
+    z_i = sign(w_i) * epsilon * (|w_i| + 1): phi = 100 * (f(w + z) - f(w)) / (1 + f(w)). At Keskar's
+    epsilons the box is small against the weights and ascent finds that maximum; in a box as wide as the
+    weights themselves (0.1) a coordinate near 0 may end in the other, lower corner."""
+    torch.manual_seed(0)
+    a = torch.rand(50, dtype=torch.float64) * 4 + 0.5
+    w0 = torch.randn(50, dtype=torch.float64)
+    w = w0.clone().requires_grad_(True)
+    f = lambda: 0.5 * (a * w**2).sum()  # noqa: E731
+    top = 0.5 * (a * (w0.abs() + epsilon * (w0.abs() + 1)) ** 2).sum()
+    base = 0.5 * (a * w0**2).sum()
+    expected = float(100 * (top - base) / (1 + base))
+    phi = metrics._box_sharpness(f, [w], epsilon, steps=10, seed=0)
+    if epsilon < 0.01:
+        assert phi == pytest.approx(expected, rel=1e-9)
+    else:
+        assert 0.99 * expected < phi <= expected
+    assert torch.equal(w.detach(), w0)  # the weights come back as they were
+
+
+def test_sharpness_at_a_minimum_starts_from_a_random_point_of_the_box():
+    a = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # the minimum: the gradient vanishes there
+    phi = metrics._box_sharpness(lambda: 0.5 * (a * w**2).sum(), [w], 1e-3, steps=10, seed=3)
+    assert phi == pytest.approx(100 * 0.5 * float(a.sum()) * 1e-6, rel=1e-9)  # every corner: z_i = +-epsilon
+
+
+def test_sharpness_of_a_model_grows_with_epsilon_and_leaves_the_model_unchanged():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(200, 1, 10), torch.randint(0, 3, (200,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small, large = (metrics.sharpness(model, x, y, eps, steps=5, seed=1) for eps in (5e-4, 1e-3))
+    assert 0 < small < large
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert metrics.sharpness(model, x, y, 1e-3, steps=5, seed=1) == large  # seeded

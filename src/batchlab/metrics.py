@@ -111,3 +111,55 @@ def measure_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
                 b.copy_(buffers[name])
         model.train(was_training)
     return noise_scale(squared[b_small], squared[b_big], b_small, b_big)
+
+
+def sharpness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int = 10,
+              seed: int = 0, batch_size: int = 1000) -> float:
+    """The epsilon-sharpness of Keskar et al. (2017) of ``model``'s mean cross-entropy ``f`` on ``(x, y)`` at its
+    current weights ``w``: ``100 * (max_{z in C} f(w + z) - f(w)) / (1 + f(w))`` over the box
+    ``C = {z : |z_i| <= epsilon * (|w_i| + 1)}``. The maximum is approached by projected sign ascent: from a
+    seeded random point of the box (at a minimum the gradient vanishes), ``steps`` steps of a quarter of
+    each coordinate's half-width, clipped to the box; the largest loss seen counts. In evaluation mode; the
+    model comes back as it was."""
+    return _box_sharpness(lambda: _mean_loss(model, x, y, batch_size), [p for p in model.parameters() if p.requires_grad],
+                          epsilon, steps, seed, model)
+
+
+def _mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        total = total + torch.nn.functional.cross_entropy(model(x[i : i + batch_size]).float(), y[i : i + batch_size],
+                                                          reduction="sum")
+    return total / len(x)
+
+
+def _box_sharpness(loss_fn, params: list[torch.Tensor], epsilon: float, steps: int, seed: int,
+                   model: torch.nn.Module | None = None) -> float:
+    """:func:`sharpness` of any differentiable ``loss_fn()`` of ``params`` (restored afterwards)."""
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
+    originals = [p.detach().clone() for p in params]
+    bounds = [epsilon * (w.abs() + 1) for w in originals]
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            base = float(loss_fn())
+            for p, w, b in zip(params, originals, bounds):
+                start = (torch.rand(w.shape, generator=generator, dtype=w.dtype) * 2 - 1).to(w.device)
+                p.copy_(w + start * b)
+        best = base
+        for _ in range(steps + 1):
+            loss = loss_fn()
+            best = max(best, float(loss.detach()))
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, w, b, g in zip(params, originals, bounds, grads):
+                    p.copy_(torch.minimum(torch.maximum(p + 0.25 * b * g.sign(), w - b), w + b))
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, originals):
+                p.copy_(w)
+        if model is not None:
+            model.train(was_training)
+    return 100.0 * (best - base) / (1.0 + base)
