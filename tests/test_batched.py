@@ -70,8 +70,13 @@ def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: 
         alone_history, alone_summary = train.train_run(spec, tensors, CPU, final_state=alone_state)
         assert summary["diverged_at_step"] == alone_summary["diverged_at_step"], spec["lr"]
         assert summary["steps_done"] == alone_summary["steps_done"]
+        for key in (k for k in alone_summary if k.startswith("sharpness_")):  # of the final weights
+            assert summary[key] == pytest.approx(alone_summary[key], rel=metric_tol, abs=metric_tol, nan_ok=True), key
         assert len(history) == len(alone_history)
-        for column in HISTORY_COLUMNS:
+        # the noise scale is a ratio of differences of squared norms, which magnifies rounding: compared
+        # in float64, where the arithmetic is what is checked
+        noise = {"noise_grad_sq", "noise_trace", "b_simple"} if tensors["x_train"].dtype != torch.float64 else set()
+        for column in (c for c in HISTORY_COLUMNS if c not in noise):
             a, b = history[column].to_numpy(), alone_history[column].to_numpy()
             finite = abs(b) < 1e6  # a diverged run's last loss can be astronomically large (or NaN)
             # an accuracy may differ by one borderline example

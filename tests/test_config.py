@@ -65,7 +65,8 @@ def test_smoke_config_keeps_its_own_values_over_defaults():
     assert cfg["study"] == "smoke"
     assert cfg["training"]["pack_size"] == 4  # set in the file
     assert cfg["training"]["threads"] == 1  # default
-    assert cfg["evaluation"] == {"points": 5, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2}}
+    assert cfg["evaluation"] == {"points": 5, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2},
+                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None}}
     assert cfg["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999]}
 
 
@@ -86,7 +87,8 @@ def test_minimal_config_gets_every_default_and_input_is_not_mutated():
     assert cfg["optimizer"] == {"name": "sgd", "momentum": 0.0, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999]}
     assert cfg["warmup"]["fraction"] == 0
     assert cfg["schedule"] == {"kind": "constant", "final_factor": 0.0, "milestones": [0.5, 0.75], "gamma": 0.1}
-    assert cfg["evaluation"] == {"points": 20, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2}}
+    assert cfg["evaluation"] == {"points": 20, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2},
+                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None}}
     assert cfg["training"]["pack_size"] == 16
     assert cfg["training"]["device"] == "auto"
 

@@ -38,7 +38,7 @@ def test_expand_specs_are_fully_resolved():
     assert set(spec) == {
         "version", "dataset", "dataset_options", "arch", "model_options", "batch_size", "lr", "lr_grid_value",
         "lr_scaling", "lr_reference_batch_size", "steps", "budget", "optimizer", "warmup", "schedule", "seed",
-        "eval_points", "noise_scale", "divergence_loss_factor", "precision", "run_id",
+        "eval_points", "noise_scale", "sharpness", "divergence_loss_factor", "precision", "run_id",
     }
     assert spec["version"] == grid.TRAINING_VERSION
     assert spec["dataset_options"] == {"num_samples": 300, "seed": 42}
@@ -48,6 +48,10 @@ def test_expand_specs_are_fully_resolved():
     assert spec["eval_points"] == 3
     assert spec["noise_scale"] == {"pairs": 4, "small_batch": spec["batch_size"], "big_batch": 8 * spec["batch_size"],
                                    "every": 2}
+    assert spec["sharpness"] == {"epsilons": [0.0005, 0.001], "steps": 10, "examples": 1000}
+    only = {"epsilons": [0.001], "steps": 5, "examples": 100, "batch_sizes": [1024]}
+    assert grid.sharpness_settings(only, 8) == {"epsilons": []}
+    assert grid.sharpness_settings(only, 1024) == {"epsilons": [0.001], "steps": 5, "examples": 100}
     assert grid.noise_scale_batches({"pairs": 2, "big_batch_factor": 8, "big_batch_max": 2048, "every": 1}, 1024) == {
         "pairs": 2, "small_batch": 1024, "big_batch": 2048, "every": 1}
     assert spec["divergence_loss_factor"] == 10.0

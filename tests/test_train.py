@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import grid, models, store, train
+from batchlab import grid, metrics, models, store, train
 from batchlab.schedules import lr_factor
 
 from conftest import tiny_specs
@@ -278,3 +278,19 @@ def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors
     assert (measured.loc[positive, "b_simple"] == measured.loc[positive, "noise_trace"] / measured.loc[positive, "noise_grad_sq"]).all()
     columns = [c for c in measured.columns if c not in ("wall_time", "noise_grad_sq", "noise_trace", "b_simple")]
     pd.testing.assert_frame_equal(measured[columns], unmeasured[columns], check_exact=True)
+
+
+def test_the_final_weights_sharpness_is_in_the_summary(mnist1d_tensors):
+    spec = tiny_specs(batch_sizes=[8], budget={"steps": 30})[0]
+    _, summary = train.train_run(spec, mnist1d_tensors, CPU)
+    assert 0 < summary["sharpness_0.0005"] < summary["sharpness_0.001"]  # a larger box reaches higher
+    model_state: dict = {}
+    train.train_run(spec, mnist1d_tensors, CPU, final_state=model_state)
+    model = models.build(spec["arch"], (1, 40), 10)
+    model.load_state_dict(model_state)
+    x, y = mnist1d_tensors["x_train"], mnist1d_tensors["y_train"]
+    assert summary["sharpness_0.001"] == metrics.sharpness(model, x, y, 0.001, 10, seed=spec["seed"])
+    _, unmeasured = train.train_run(dict(spec, sharpness={"epsilons": []}), mnist1d_tensors, CPU)
+    assert not any(k.startswith("sharpness_") for k in unmeasured)
+    _, diverged = train.train_run(dict(spec, lr=1e4), mnist1d_tensors, CPU)
+    assert diverged["diverged"] and math.isnan(diverged["sharpness_0.001"])

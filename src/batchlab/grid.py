@@ -125,6 +125,7 @@ def expand(config: dict) -> list[dict]:
                             "seed": int(seed),
                             "eval_points": int(config["evaluation"]["points"]),
                             "noise_scale": noise_scale_batches(config["evaluation"]["noise_scale"], int(batch_size)),
+                            "sharpness": sharpness_settings(config["evaluation"]["sharpness"], int(batch_size)),
                             "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                             "precision": config["precision"],
                         }
@@ -142,6 +143,16 @@ def noise_scale_batches(settings: dict, batch_size: int) -> dict:
         return {"pairs": 0}
     big = min(settings["big_batch_factor"] * batch_size, max(2 * batch_size, settings["big_batch_max"]))
     return {"pairs": pairs, "small_batch": batch_size, "big_batch": int(big), "every": int(settings["every"])}
+
+
+def sharpness_settings(settings: dict, batch_size: int) -> dict:
+    """What a run measures of its final weights' sharpness: the box sizes, ascent steps and examples, or no
+    box sizes where its batch size is not selected."""
+    selected = settings["batch_sizes"] is None or batch_size in settings["batch_sizes"]
+    if not settings["epsilons"] or not selected:
+        return {"epsilons": []}
+    return {"epsilons": sorted(float(e) for e in settings["epsilons"]), "steps": int(settings["steps"]),
+            "examples": int(settings["examples"])}
 
 
 def without_id(spec: dict) -> dict:

@@ -1,5 +1,5 @@
 """Quantities recorded during training: gradient-norm statistics, distance from initialization, the
-gradient noise scale, steps to a target, the generalization gap."""
+gradient noise scale, the sharpness of the final weights, steps to a target, the generalization gap."""
 
 from __future__ import annotations
 

@@ -195,6 +195,7 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
                                  step * batch_size / train_time if train_time > 0 else math.nan,
                                  train_time, wall_before + time.perf_counter() - start, device)
     summary["engine"] = "sequential"
+    summary.update(final_sharpness(spec, model, x_train, y_train, diverged_at is not None))
     if final_state is not None:
         final_state.update({name: t.detach().clone() for name, t in model.state_dict().items()})
     if checkpoints is not None and checkpoints.keep:
@@ -241,6 +242,17 @@ def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, floa
         **(noise or dict.fromkeys(metrics.NOISE_SCALE, math.nan)),
         "wall_time": wall_time,
     }
+
+
+def final_sharpness(spec: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, diverged: bool) -> dict:
+    """``sharpness_<epsilon>`` of a run's final weights for each box size its spec asks for (NaN for a run
+    that diverged), on the first ``examples`` training examples (see batchlab.metrics.sharpness)."""
+    settings = spec.get("sharpness", {"epsilons": []})
+    out = {}
+    for epsilon in settings["epsilons"]:
+        out[f"sharpness_{epsilon:g}"] = math.nan if diverged else metrics.sharpness(
+            model, x[: settings["examples"]], y[: settings["examples"]], epsilon, settings["steps"], seed=spec["seed"])
+    return out
 
 
 def noise_at(spec: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float] | None:
@@ -351,6 +363,9 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
         history, summary = summarize(specs[i], rows[i], steps_done, len(x_train), len(x_test), diverged_at[i],
                                      samples_per_s, train_time / k, wall_before + time.perf_counter() - start, device)
         summary.update(engine="batched", pack_members=k)
+        if specs[i].get("sharpness", {"epsilons": []})["epsilons"]:  # measured on the member's own module
+            members[i].load_state_dict(model.member_state(i))
+            summary.update(final_sharpness(specs[i], members[i], x_train, y_train, diverged_at[i] is not None))
         if checkpoints is not None and checkpoints.keep:
             checkpoints.final[specs[i]["run_id"]] = member_checkpoint(i, [])
         results[i] = (history, summary)
