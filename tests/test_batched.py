@@ -70,7 +70,7 @@ def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: 
         alone_history, alone_summary = train.train_run(spec, tensors, CPU, final_state=alone_state)
         assert summary["diverged_at_step"] == alone_summary["diverged_at_step"], spec["lr"]
         assert summary["steps_done"] == alone_summary["steps_done"]
-        for key in (k for k in alone_summary if k.startswith("sharpness_")):  # of the final weights
+        for key in (k for k in alone_summary if k.startswith("final_sharpness_")):  # of the final weights
             assert summary[key] == pytest.approx(alone_summary[key], rel=metric_tol, abs=metric_tol, nan_ok=True), key
         assert len(history) == len(alone_history)
         # the noise scale is a ratio of differences of squared norms, which magnifies rounding: compared

@@ -228,7 +228,7 @@ def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
 def test_compute_claim_verdicts(macros):
     claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
-                           "ClaimSix", "ClaimSeven", "ClaimNine", "ClaimTen", "ClaimEleven"}
+                           "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven"}
     for name, text in claims.items():
         assert VERDICT.fullmatch(text), (name, text)
     assert macros["ClaimEleven"] == "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
@@ -337,3 +337,15 @@ def test_noise_numbers_and_claim_ten(macros, aggregated):
     assert float(macros["NoiseRhoMlp"].strip("\\ensuremath{}")) == pytest.approx(
         analysis.spearman(c["train_loss"], c["b_simple"]), abs=0.005)
     assert VERDICT.fullmatch(macros["ClaimTen"])
+
+
+
+def test_sharpness_numbers_and_claim_eight(macros, aggregated):
+    _, runs = aggregated
+    assert macros["SharpEps"] == "\\ensuremath{1\\times 10^{-3}}"
+    best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"]))
+    row = best[best["batch_size"] == 128].iloc[0]
+    at_large = runs[(runs["arch"] == "mlp") & (runs["batch_size"] == 128) & (runs["lr"] == row["lr"])]
+    assert float(macros["SharpLargeBMlp"]) == pytest.approx(at_large["final_sharpness_0.001"].mean(), rel=0.005)
+    assert macros["SharpSmallBCnnOneD"] == numbers.NA
+    assert VERDICT.fullmatch(macros["ClaimEight"])

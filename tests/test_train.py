@@ -283,14 +283,14 @@ def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors
 def test_the_final_weights_sharpness_is_in_the_summary(mnist1d_tensors):
     spec = tiny_specs(batch_sizes=[8], budget={"steps": 30})[0]
     _, summary = train.train_run(spec, mnist1d_tensors, CPU)
-    assert 0 < summary["sharpness_0.0005"] < summary["sharpness_0.001"]  # a larger box reaches higher
+    assert 0 < summary["final_sharpness_0.0005"] < summary["final_sharpness_0.001"]  # a larger box reaches higher
     model_state: dict = {}
     train.train_run(spec, mnist1d_tensors, CPU, final_state=model_state)
     model = models.build(spec["arch"], (1, 40), 10)
     model.load_state_dict(model_state)
     x, y = mnist1d_tensors["x_train"], mnist1d_tensors["y_train"]
-    assert summary["sharpness_0.001"] == metrics.sharpness(model, x, y, 0.001, 10, seed=spec["seed"])
+    assert summary["final_sharpness_0.001"] == metrics.sharpness(model, x, y, 0.001, 10, seed=spec["seed"])
     _, unmeasured = train.train_run(dict(spec, sharpness={"epsilons": []}), mnist1d_tensors, CPU)
-    assert not any(k.startswith("sharpness_") for k in unmeasured)
+    assert not any(k.startswith("final_sharpness_") for k in unmeasured)
     _, diverged = train.train_run(dict(spec, lr=1e4), mnist1d_tensors, CPU)
-    assert diverged["diverged"] and math.isnan(diverged["sharpness_0.001"])
+    assert diverged["diverged"] and math.isnan(diverged["final_sharpness_0.001"])

@@ -163,6 +163,30 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
     return values, checks
 
 
+def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
+    """Claim 8 (Keskar et al.): per architecture, the epsilon-sharpness of the final weights (the 1e-3 box
+    where measured) at the best learning rate of the smallest and of the largest batch size, averaged over
+    seeds; the claim holds for an architecture where the largest batch size's is the larger."""
+    columns = sorted((c for c in runs.columns if c.startswith("final_sharpness_")), key=lambda c: -float(c.rsplit("_", 1)[1]))
+    column = "final_sharpness_0.001" if "final_sharpness_0.001" in columns else (columns[0] if columns else None)
+    values = {"SharpEps": sci(float(column.rsplit("_", 1)[1])) if column else NA}
+    holds = {}
+    for arch in models.ARCHITECTURES:
+        runs_of = runs[runs["arch"] == arch]
+        small = large = math.nan
+        if column and len(runs_of) and runs_of[column].notna().any():
+            best = analysis.best_per_batch(analysis.seed_mean(runs_of))
+            at = {int(r.batch_size): r.lr for r in best.itertuples()}
+            small, large = (float(runs_of.loc[(runs_of["batch_size"] == b) & np.isclose(runs_of["lr"], at[b]), column].mean())
+                            for b in (min(at), max(at)))
+        values[macro_name("SharpSmallB", arch)] = num(small, ".3g")
+        values[macro_name("SharpLargeB", arch)] = num(large, ".3g")
+        if not (math.isnan(small) or math.isnan(large)):
+            holds[arch] = large > small
+    values["ClaimEight"] = verdict(holds)
+    return values
+
+
 def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     """Claim 10 (McCandlish et al.): per architecture, the median over batch sizes (each at its best learning
     rate) of B_simple at the first and at the last measured step, and the Spearman correlation between train
@@ -228,6 +252,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> 
         "ClaimNine": claim("nine"),
     })
     values.update(noise_numbers(runs, history))
+    values.update(sharpness_numbers(runs))
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]

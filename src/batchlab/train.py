@@ -245,12 +245,12 @@ def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, floa
 
 
 def final_sharpness(spec: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, diverged: bool) -> dict:
-    """``sharpness_<epsilon>`` of a run's final weights for each box size its spec asks for (NaN for a run
+    """``final_sharpness_<epsilon>`` of a run's final weights for each box size its spec asks for (NaN for a run
     that diverged), on the first ``examples`` training examples (see batchlab.metrics.sharpness)."""
     settings = spec.get("sharpness", {"epsilons": []})
     out = {}
     for epsilon in settings["epsilons"]:
-        out[f"sharpness_{epsilon:g}"] = math.nan if diverged else metrics.sharpness(
+        out[f"final_sharpness_{epsilon:g}"] = math.nan if diverged else metrics.sharpness(
             model, x[: settings["examples"]], y[: settings["examples"]], epsilon, settings["steps"], seed=spec["seed"])
     return out
 
