@@ -34,7 +34,6 @@ from batchlab import grid, store
 log = logging.getLogger("batchlab.checkpoint")
 
 FORMAT = 1
-FILE_IN_RUN = "checkpoint.pt"  # a finished run's final state, when training.checkpoint.keep is set
 
 
 class TrainingInterrupted(Exception):

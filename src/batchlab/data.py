@@ -143,15 +143,13 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_user_files(name: str, data_dir: str | Path, verify: bool = True) -> list[Path]:
-    """The files dataset ``name`` reads from ``data_dir``; raises :class:`DatasetError` naming the path when
-    one is missing or, with ``verify``, is not the publisher's file: its MD5 differs from the published one,
-    or an uncompressed IDX file has the wrong size. Nothing is read before every file has passed."""
+def check_user_files(name: str, data_dir: str | Path, verify: bool = True) -> None:
+    """Check the files dataset ``name`` reads from ``data_dir``: raises :class:`DatasetError` naming the path
+    when one is missing or, with ``verify``, is not the publisher's file (its MD5 differs from the published
+    one, or an uncompressed IDX file has the wrong size)."""
     data_dir = Path(data_dir)
-    paths = []
     for rel in DATASETS[name].user_files:
         path = _find(data_dir, name, rel)
-        paths.append(path)
         key = str(path.relative_to(data_dir)).replace(os.sep, "/")
         if not verify:
             continue
@@ -168,7 +166,6 @@ def check_user_files(name: str, data_dir: str | Path, verify: bool = True) -> li
                 f"uncompressed publisher's file; its .gz has MD5 {CHECKSUMS[key + '.gz']}); it is truncated or "
                 "another file: replace it, or set `verify_data_files: false` to use it as it is"
             )
-    return paths
 
 
 def _idx_loader(folder: str) -> Callable[[dict, Path], Arrays]:
