@@ -17,9 +17,11 @@ class PaperError(RuntimeError):
     """The paper could not be built; the message says why in one line."""
 
 
-def build(tex: str | Path, bib: str | Path, pdf: str | Path, log_path: str | Path) -> None:
+def build(tex: str | Path, bib: str | Path, pdf: str | Path, log_path: str | Path,
+          sections: list[str | Path] = ()) -> None:
     """Build ``pdf`` from ``tex`` in the folder of ``pdf`` (where figures/ and numbers.tex are generated);
-    the source is copied there first when the working directory is not the source tree."""
+    the source (``tex``, ``bib`` and the ``sections`` it inputs from ``sections/``) is copied there first when
+    the working directory is not the source tree."""
     latexmk = shutil.which("latexmk")
     if latexmk is None:
         Path(log_path).write_text(INSTALL_HINT + "\n")
@@ -28,6 +30,10 @@ def build(tex: str | Path, bib: str | Path, pdf: str | Path, log_path: str | Pat
     for src in (Path(tex), Path(bib)):
         if src.resolve().parent != out_dir:
             shutil.copyfile(src, out_dir / src.name)
+    for src in map(Path, sections):
+        if src.resolve().parent != out_dir / "sections":
+            (out_dir / "sections").mkdir(exist_ok=True)
+            shutil.copyfile(src, out_dir / "sections" / src.name)
     cmd = [latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", Path(tex).name]
     with open(log_path, "w") as log:
         result = subprocess.run(cmd, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT)

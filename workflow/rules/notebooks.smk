@@ -5,6 +5,9 @@ NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
     "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale"],
 }
+# Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
+# <name>_path (e.g. hardware -> hardware_path).
+NOTEBOOK_TABLES = {}
 FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 
 for notebook, figures in NOTEBOOKS.items():
@@ -16,6 +19,7 @@ for notebook, figures in NOTEBOOKS.items():
             notebook=source(f"workflow/notebooks/{notebook}.ipynb"),
             history="results/tables/history.parquet",
             runs="results/tables/runs.parquet",
+            **NOTEBOOK_TABLES.get(notebook, {}),
         output:
             executed=f"results/notebooks/{notebook}.ipynb",
             html=f"results/notebooks/{notebook}.html",

@@ -25,6 +25,8 @@ rule build_paper:
     input:
         tex=source("paper/paper.tex"),
         bib=source("paper/refs.bib"),
+        # the paper's sections (\input from paper/sections/)
+        sections=sorted(str(p) for p in Path(source("paper/sections")).glob("*.tex")),
         numbers="paper/numbers.tex",
         figures=expand("paper/figures/{figure}.pdf", figure=FIGURES),
     output:

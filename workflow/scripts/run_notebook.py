@@ -8,8 +8,8 @@ execute(
     snakemake.output.executed,
     snakemake.output.html,
     parameters={
-        "runs_path": snakemake.input.runs,
-        "history_path": snakemake.input.history,
+        # every table the rule names (runs, history and any other) as <name>_path
+        **{f"{name}_path": path for name, path in snakemake.input.items() if name != "notebook"},
         "figures_dir": str(Path(snakemake.output.pdfs[0]).parent),
     },
     log_path=snakemake.log[0],
