@@ -228,9 +228,11 @@ def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
 def test_compute_claim_verdicts(macros):
     claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
-                           "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven"}
+                           "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven",
+                           "ClaimFour", "ClaimFive", "ClaimTenCrit"}
     for name, text in claims.items():
         assert VERDICT.fullmatch(text), (name, text)
+    assert macros["ClaimFive"].startswith("cannot be tested")  # no run of this study changes its batch size
     assert macros["ClaimEleven"] == "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
 
 
@@ -349,3 +351,43 @@ def test_sharpness_numbers_and_claim_eight(macros, aggregated):
     assert float(macros["SharpLargeBMlp"]) == pytest.approx(at_large["final_sharpness_0.001"].mean(), rel=0.005)
     assert macros["SharpSmallBCnnOneD"] == numbers.NA
     assert VERDICT.fullmatch(macros["ClaimEight"])
+
+
+def test_temperature_numbers_and_claim_four(macros, aggregated):
+    _, runs = aggregated
+    cells = analysis.temperature_cells(runs[runs["arch"] == "mlp"])
+    within, across = analysis.temperature_spreads(cells, 32)  # the median of 8, 32, 128
+    assert float(macros["TempWithinMlp"]) == pytest.approx(100 * within, abs=0.051)
+    assert float(macros["TempAcrossMlp"]) == pytest.approx(100 * across, abs=0.051)
+    assert macros["TempLimitMlp"] in {"8", "32", "128", numbers.NA}
+    assert macros["TempWithinCnnOneD"] == numbers.NA
+    # with linear scaling each grid column is one temperature: lr / (B (1 - 0.9)) = 10 x the base lr
+    assert sorted(cells["temperature_bin"].unique()) == pytest.approx([0.02, 0.2], rel=0.1)
+    expected = numbers.verdict({"logreg": None, "mlp": None} | {
+        arch: (lambda w, a: w < a / 2)(*analysis.temperature_spreads(c, 32))
+        for arch in ("logreg", "mlp") for c in [analysis.temperature_cells(runs[runs["arch"] == arch])]})
+    assert macros["ClaimFour"] == expected
+
+
+def test_critical_batch_numbers_follow_the_fit(macros, aggregated):
+    history, runs = aggregated
+    fits = analysis.critical_batches(runs).set_index("arch")
+    for arch, suffix in (("mlp", "Mlp"), ("logreg", "Logreg")):
+        b_crit = fits.loc[arch, "b_crit"]
+        text = macros[f"BCrit{suffix}"]
+        if math.isfinite(b_crit):
+            assert float(text) == pytest.approx(b_crit, abs=0.51)
+        else:
+            assert text in {numbers.NA, "above 128"}
+    assert macros["BCritCnnOneD"] == numbers.NA and macros["BSimpleTargetCnnOneD"] == numbers.NA
+    assert VERDICT.fullmatch(macros["ClaimTenCrit"])
+
+
+def test_dynamics_numbers(macros, aggregated):
+    history, runs = aggregated
+    curves = analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"])
+    mlp = curves[curves["arch"] == "mlp"]
+    assert float(macros["GradNormSmallBMlp"]) == pytest.approx(mlp[mlp["batch_size"] == 8]["grad_norm_q50"].median(), rel=0.005)
+    rsq = float(macros["DistLogRsqMlp"])
+    assert -1 <= rsq <= 1
+    assert macros["DistLogRsqCnnOneD"] == numbers.NA

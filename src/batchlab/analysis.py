@@ -108,3 +108,130 @@ def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
     curves["progress"] = curves["step"] / curves.groupby(["dataset", "arch", "batch_size"])["step"].transform("max")
     curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
     return curves[columns]
+
+
+def best_lr_curves(runs: pd.DataFrame, history: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of the history over training, per (dataset, arch, batch size) at that batch size's best
+    learning rate, averaged over seeds at each evaluated step (with the epoch and the examples seen)."""
+    keys = ["dataset", "arch", "batch_size"]
+    best = best_per_batch(seed_mean(runs))[keys + ["lr"]]
+    at_best = history.merge(best, on=keys + ["lr"])
+    return (at_best.groupby(keys + ["step"], sort=True)[["epoch", "examples", *columns]].mean().reset_index())
+
+
+def temperature_cells(runs: pd.DataFrame, resolution: float = 0.25) -> pd.DataFrame:
+    """:func:`seed_mean` cells with their noise temperature (the runs table's ``noise_temperature``,
+    lr / (B (1 - m)), Smith & Le 2018) and ``temperature_bin``, the temperature rounded to ``resolution``
+    octaves, so settings of equal temperature group together whatever the learning-rate grid."""
+    temps = runs.groupby(CELL)["noise_temperature"].first().reset_index()
+    cells = seed_mean(runs).merge(temps, on=CELL)
+    cells["temperature_bin"] = 2.0 ** (np.round(np.log2(cells["noise_temperature"]) / resolution) * resolution)
+    return cells
+
+
+def temperature_spreads(cells: pd.DataFrame, max_batch: float) -> tuple[float, float]:
+    """How alike runs of equal temperature are, against runs of unequal temperature, over the batch sizes up
+    to ``max_batch`` and the stable settings only: the mean over temperatures of the standard deviation of
+    test accuracy across batch sizes (within), and the mean over batch sizes of its standard deviation
+    across temperatures (across). Groups of a single setting are left out."""
+    ok = cells[(cells["diverged_frac"] == 0) & (cells["batch_size"] <= max_batch)]
+    std = lambda g: g["final_test_acc"].std(ddof=0) if len(g) > 1 else math.nan  # noqa: E731
+    within = ok.groupby("temperature_bin").apply(std, include_groups=False).mean()
+    across = ok.groupby("batch_size").apply(std, include_groups=False).mean()
+    return float(within), float(across)
+
+
+def alike_limit(cells: pd.DataFrame, tolerance: float = 0.02) -> tuple[float, float]:
+    """At the temperature whose best setting is the best of all (stable settings only): that temperature and
+    the largest batch size up to which every batch size's test accuracy stays within ``tolerance`` of the best
+    accuracy at that temperature among the batch sizes so far (the limit of 'equal temperature, equal
+    outcome')."""
+    ok = cells[cells["diverged_frac"] == 0]
+    if ok.empty:
+        return math.nan, math.nan
+    t = ok.loc[ok["final_test_acc"].idxmax(), "temperature_bin"]
+    line = cells[cells["temperature_bin"] == t].sort_values("batch_size")
+    limit, best = math.nan, -math.inf
+    for row in line.itertuples():
+        best = max(best, row.final_test_acc) if row.diverged_frac == 0 else best
+        if row.diverged_frac > 0 or row.final_test_acc < best - tolerance:
+            break
+        limit = float(row.batch_size)
+    return float(t), limit
+
+
+def critical_batch(batch_sizes, steps) -> dict[str, float]:
+    """Fit the steps-examples trade-off of McCandlish et al. (2018), S(B) = S_min + E_min / B, which is
+    (S/S_min - 1)(E/E_min - 1) = 1 with E = B S, to the fewest steps to a target at each batch size (least
+    squares on the relative error, both terms at least 0), and return S_min, E_min and the critical batch
+    size B_crit = E_min / S_min (infinite when the steps never stop falling like 1/B: S_min = 0)."""
+    b, s = np.asarray(batch_sizes, float), np.asarray(steps, float)
+    keep = np.isfinite(b) & np.isfinite(s) & (b > 0) & (s > 0)
+    b, s = b[keep], s[keep]
+    if len(b) < 2:
+        return {"s_min": math.nan, "e_min": math.nan, "b_crit": math.nan, "points": int(len(b))}
+    design = np.column_stack([np.ones_like(b), 1.0 / b]) / s[:, None]  # rows scaled by 1/S: relative error
+    coef = np.linalg.lstsq(design, np.ones_like(s), rcond=None)[0]
+    if coef[0] < 0:  # no floor within reach: steps fall like 1/B over the whole range
+        coef = np.array([0.0, np.sum(design[:, 1]) / np.sum(design[:, 1] ** 2)])
+    elif coef[1] < 0:  # no scaling at all: steps flat in B
+        coef = np.array([np.sum(design[:, 0]) / np.sum(design[:, 0] ** 2), 0.0])
+    s_min, e_min = (float(c) for c in coef)
+    s_min = 0.0 if s_min <= 1e-9 * s.min() else s_min  # zero to rounding
+    b_crit = e_min / s_min if s_min > 0 else math.inf
+    return {"s_min": s_min, "e_min": e_min, "b_crit": b_crit, "points": int(len(b))}
+
+
+def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: float) -> float:
+    """B_simple where training reaches a target: per batch size at its best learning rate, the noise scale
+    (seed-averaged numerator over denominator) at the first measured step whose seed-mean test accuracy is at
+    least ``target``; the median over batch sizes (NaN where none reaches it)."""
+    curves = noise_scale_curves(runs, history)
+    if curves.empty:
+        return math.nan
+    acc = best_lr_curves(runs, history, ["test_acc"])
+    curves = curves.merge(acc[["dataset", "arch", "batch_size", "step", "test_acc"]],
+                          on=["dataset", "arch", "batch_size", "step"])
+    found = []
+    for _, c in curves.groupby(["dataset", "arch", "batch_size"]):
+        reached = c[(c["test_acc"] >= target) & c["b_simple"].notna()].sort_values("step")
+        if len(reached):
+            found.append(float(reached["b_simple"].iloc[0]))
+    return float(np.median(found)) if found else math.nan
+
+
+def log_fit(x, y) -> tuple[float, float]:
+    """Least-squares fit of y = a + b log(x) over the finite points with x > 0: the slope b and the share of
+    the variance of y it explains (R^2)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    if keep.sum() < 3:
+        return math.nan, math.nan
+    lx, y = np.log(x[keep]), y[keep]
+    slope, intercept = np.polyfit(lx, y, 1)
+    residual = y - (intercept + slope * lx)
+    total = np.sum((y - y.mean()) ** 2)
+    return float(slope), float(1 - np.sum(residual**2) / total) if total > 0 else math.nan
+
+
+def main_target(cells: pd.DataFrame) -> tuple[str | None, pd.DataFrame | None]:
+    """The highest target (a ``steps_to_acc_<t>`` column) that at least half of the batch sizes of ``cells``
+    (one dataset and architecture) reach, with the fewest steps to it per batch size where reached."""
+    for column in reversed(target_columns(cells)):
+        s = steps_to_target(cells, column)
+        if s["steps"].notna().sum() >= max(2, math.ceil(len(s) / 2)):
+            return column, s.dropna(subset=["steps"])
+    return None, None
+
+
+def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch): the target of :func:`main_target` and the fit of :func:`critical_batch` to the fewest
+    steps to it at each batch size (S_min, E_min, B_crit)."""
+    rows = []
+    cells = seed_mean(runs)
+    for (dataset, arch), group in cells.groupby(["dataset", "arch"], sort=True):
+        column, steps = main_target(group)
+        fit = critical_batch(steps["batch_size"], steps["steps"]) if column else critical_batch([], [])
+        rows.append({"dataset": dataset, "arch": arch,
+                     "target": float(column.rsplit("_", 1)[1]) if column else math.nan, **fit})
+    return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points"])

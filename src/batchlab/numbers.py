@@ -110,12 +110,7 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
     lr_small_slope, lr_large_slope = analysis.split_slopes(best["batch_size"], best["lr"])
 
     # steps to target: the highest target reached at at least half of the batch sizes
-    target, steps = None, None
-    for col in reversed(analysis.target_columns(sub)):
-        s = analysis.steps_to_target(cells, col)
-        if s["steps"].notna().sum() >= max(2, math.ceil(len(s) / 2)):
-            target, steps = col, s.dropna(subset=["steps"])
-            break
+    target, steps = analysis.main_target(cells)
     st_small, st_large = analysis.split_slopes(steps["batch_size"], steps["steps"]) if steps is not None else (math.nan, math.nan)
 
     # re-tuning at the largest batch size vs keeping the grid value that was best at the smallest
@@ -209,6 +204,77 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     return values
 
 
+def temperature_numbers(runs: pd.DataFrame) -> dict[str, str]:
+    """Claim 4 (Smith & Le; Jastrzebski et al.): per architecture, over the stable settings with batch sizes up
+    to the median one, the spread (standard deviation, points) of test accuracy across batch sizes at equal
+    noise temperature against its spread across temperatures at equal batch size; the claim holds for an
+    architecture where the first is less than half the second. The limit: at the best temperature, the
+    largest batch size up to which test accuracy stays within 2 points of the best so far."""
+    values, holds = {}, {}
+    for arch in models.ARCHITECTURES:
+        sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+        within = across = best_t = limit = math.nan
+        if len(sub):
+            cells = analysis.temperature_cells(sub)
+            within, across = analysis.temperature_spreads(cells, float(np.median(cells["batch_size"].unique())))
+            best_t, limit = analysis.alike_limit(cells)
+        values[macro_name("TempWithin", arch)] = pct(within)
+        values[macro_name("TempAcross", arch)] = pct(across)
+        values[macro_name("TempBest", arch)] = sci(best_t) if math.isfinite(best_t) else NA
+        values[macro_name("TempLimit", arch)] = str(int(limit)) if math.isfinite(limit) else NA
+        if math.isfinite(within) and math.isfinite(across):
+            holds[arch] = within < across / 2
+    values["ClaimFour"] = verdict(holds)
+    return values
+
+
+def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+    """Claim 10, second part (McCandlish et al.): per architecture, the critical batch size E_min / S_min of the
+    trade-off fitted to the fewest steps to the target (the highest reached at half the batch sizes), against
+    the median noise scale B_simple where runs reach that target; the claim holds for an architecture where
+    they agree within a factor of 10 ('of the order of')."""
+    values, holds = {}, {}
+    fits = analysis.critical_batches(runs[runs["dataset"] == runs["dataset"].iloc[0]]).set_index("arch")
+    for arch in models.ARCHITECTURES:
+        sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+        target = fits.loc[arch, "target"] if arch in fits.index else math.nan
+        b_crit = fits.loc[arch, "b_crit"] if arch in fits.index else math.nan
+        b_simple = (analysis.noise_scale_at_target(sub, history[history["arch"] == arch], target)
+                    if math.isfinite(target) else math.nan)
+        big = sub["batch_size"].max() if len(sub) else math.nan
+        values[macro_name("BCrit", arch)] = (num(b_crit, ".0f") if math.isfinite(b_crit)
+                                             else f"above {int(big)}" if b_crit == math.inf else NA)
+        values[macro_name("BSimpleTarget", arch)] = num(b_simple, ".0f")
+        values[macro_name("CritTarget", arch)] = pct(target, 0) if math.isfinite(target) else NA
+        if math.isfinite(b_crit) and math.isfinite(b_simple) and b_simple > 0:
+            holds[arch] = 0.1 <= b_crit / b_simple <= 10
+        elif b_crit == math.inf and math.isfinite(b_simple):  # B_crit beyond the grid: at least its largest B
+            holds[arch] = None if 10 * b_simple >= big else False
+    values["ClaimTenCrit"] = verdict(holds)
+    return values
+
+
+def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+    """Distance and gradient norms (Hoffer et al.; Shen): per architecture, how well log(updates) explains the
+    distance from initialization (the median over batch sizes, at their best learning rates, of the R^2 of
+    ||w_t - w_0|| = a + b log t), and the median minibatch gradient norm over training at the smallest and
+    the largest batch size."""
+    values = {}
+    curves = analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"])
+    for arch in models.ARCHITECTURES:
+        c = curves[(curves["arch"] == arch) & (curves["dataset"] == runs["dataset"].iloc[0])]
+        rsq = small = large = math.nan
+        if len(c):
+            fits = [analysis.log_fit(g["step"], g["dist_init"])[1] for _, g in c.groupby("batch_size")]
+            rsq = float(np.nanmedian(fits)) if np.isfinite(fits).any() else math.nan
+            small, large = (float(c[c["batch_size"] == b]["grad_norm_q50"].median())
+                            for b in (c["batch_size"].min(), c["batch_size"].max()))
+        values[macro_name("DistLogRsq", arch)] = num(rsq)
+        values[macro_name("GradNormSmallB", arch)] = num(small, ".3g")
+        values[macro_name("GradNormLargeB", arch)] = num(large, ".3g")
+    return values
+
+
 def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> dict[str, str]:
     """All macros: study facts, per-architecture numbers, and claim verdicts."""
     archs = list(dict.fromkeys(runs["arch"]))
@@ -250,9 +316,13 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> 
         "ClaimTwoNarrows": claim("two_narrows"), "ClaimTwoSmallBest": claim("two_small_best"),
         "ClaimThree": claim("three"), "ClaimSix": claim("six"), "ClaimSeven": claim("seven"),
         "ClaimNine": claim("nine"),
+        "ClaimFive": "cannot be tested on this study (no run changes its batch size)",
     })
     values.update(noise_numbers(runs, history))
     values.update(sharpness_numbers(runs))
+    values.update(temperature_numbers(runs))
+    values.update(critical_batch_numbers(runs, history))
+    values.update(dynamics_numbers(runs, history))
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]

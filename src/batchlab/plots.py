@@ -267,3 +267,105 @@ def noise_scale(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel("noise scale $B_{simple}$")
     _legend(fig, axes)
     return fig
+
+
+def distance(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+    """(h) Distance from initialization ||w_t - w_0|| against the number of updates on a log axis, per batch
+    size at its best learning rate (mean over seeds); Hoffer et al. (2017) expect it to grow like log t."""
+    curves = analysis.best_lr_curves(runs, history, ["dist_init"])
+    colors = _batch_colors(runs["batch_size"])
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        for b, c in curves[(curves["dataset"] == d) & (curves["arch"] == arch)].groupby("batch_size"):
+            c = c[c["step"] > 0]
+            ax.plot(c["step"], c["dist_init"], color=colors[int(b)], label=f"B={int(b)}")
+        ax.set_xscale("log")
+        ax.set_xlabel("updates (optimizer steps)")
+        ax.set_ylabel(r"$\|w_t - w_0\|_2$")
+    _legend(fig, axes)
+    return fig
+
+
+def grad_norms(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+    """(i) The distribution of the minibatch gradient norm ||g_B|| over training, per batch size at its best
+    learning rate: the median of the steps between two evaluations, and their 10-90% range (shaded for the
+    smallest, the middle and the largest batch size), mean over seeds, against the epoch."""
+    columns = ["grad_norm_q10", "grad_norm_q50", "grad_norm_q90"]
+    curves = analysis.best_lr_curves(runs, history, columns)
+    colors = _batch_colors(runs["batch_size"])
+    sizes = sorted(colors)
+    banded = {sizes[0], sizes[len(sizes) // 2], sizes[-1]}  # bands of every batch size would hide each other
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        for b, c in curves[(curves["dataset"] == d) & (curves["arch"] == arch)].groupby("batch_size"):
+            c = c[c["grad_norm_q50"].notna() & (c["step"] > 0)]
+            color = colors[int(b)]
+            if int(b) in banded:
+                ax.fill_between(c["epoch"], c["grad_norm_q10"], c["grad_norm_q90"], color=color, alpha=0.18, lw=0)
+            ax.plot(c["epoch"], c["grad_norm_q50"], color=color, label=f"B={int(b)}")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(r"gradient norm $\|g_B\|_2$")
+    _legend(fig, axes, [(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, lw=0), "10–90% of steps (smallest, middle, largest B)")])
+    return fig
+
+
+def noise_temperature(runs: pd.DataFrame) -> plt.Figure:
+    """(j) Final test accuracy against batch size, one line per noise temperature lr / (B (1 - m)) (Smith & Le
+    2018): a flat line means equal temperature, equal outcome; where it bends is the limit. Crosses mark
+    settings where a seed diverged."""
+    cells = analysis.temperature_cells(runs)
+    temps = sorted(cells["temperature_bin"].unique())
+    cmap = plt.get_cmap("plasma")
+    color = {t: cmap(0.1 + 0.75 * i / max(1, len(temps) - 1)) for i, t in enumerate(temps)}
+    fig, axes = _panels(runs, sharey=True)
+    for (d, arch), ax in axes.items():
+        sub = cells[(cells["dataset"] == d) & (cells["arch"] == arch)]
+        for t, g in sub.groupby("temperature_bin"):
+            g = g.sort_values("batch_size")
+            if len(g) < 2:
+                continue
+            stable = g["final_test_acc"].where(g["diverged_frac"] == 0)
+            ax.plot(g["batch_size"], 100 * stable, "-o", color=color[t], label=f"T={_lr_label(t)}")
+            div = g[g["diverged_frac"] > 0]
+            ax.plot(div["batch_size"], 100 * div["final_test_acc"], "x", color=color[t], markersize=5, mew=1.2)
+        _log2_axis(ax, sub["batch_size"])
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("test accuracy (%)")
+    _legend(fig, axes, [(plt.Line2D([], [], ls="", marker="x", color="0.3", mew=1.2), "a seed diverged")])
+    return fig
+
+
+def critical_batch(runs: pd.DataFrame) -> plt.Figure:
+    """(k) Steps against examples to reach the target (the highest reached at half the batch sizes), one
+    point per batch size at its fastest learning rate, with the fitted trade-off S = S_min + E_min/B of
+    McCandlish et al. (2018); the cross marks the critical batch size E_min / S_min."""
+    cells = analysis.seed_mean(runs)
+    fits = analysis.critical_batches(runs).set_index(["dataset", "arch"])
+    colors = _batch_colors(runs["batch_size"])
+    fig, axes = _panels(runs)
+    for (d, arch), ax in axes.items():
+        column, steps = analysis.main_target(cells[(cells["dataset"] == d) & (cells["arch"] == arch)])
+        if column is None:
+            ax.text(0.5, 0.5, "no target reached", ha="center", va="center", transform=ax.transAxes)
+            continue
+        steps = steps.sort_values("batch_size")
+        b, s = steps["batch_size"].to_numpy(float), steps["steps"].to_numpy(float)
+        for bi, si in zip(b, s):
+            ax.plot(bi * si, si, "o", color=colors[int(bi)], label=f"B={int(bi)}")
+        fit = fits.loc[(d, arch)]
+        if np.isfinite(fit["e_min"]):
+            grid = np.geomspace(b.min() / 2, b.max() * 2, 100)
+            fitted = fit["s_min"] + fit["e_min"] / grid
+            ax.plot(grid * fitted, fitted, "-", color="0.3", lw=0.9, label="fit $S=S_{min}+E_{min}/B$")
+            if np.isfinite(fit["b_crit"]) and fit["b_crit"] > 0:
+                s_crit = 2 * fit["s_min"]
+                ax.plot(fit["b_crit"] * s_crit, s_crit, "X", color="crimson", markersize=7,
+                        label="$B_{crit}=E_{min}/S_{min}$")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{ax.get_title()}, {100 * float(column.rsplit('_', 1)[1]):.0f}% test acc.")
+        ax.set_xlabel("examples to target")
+        ax.set_ylabel("steps to target")
+    _legend(fig, axes)
+    return fig

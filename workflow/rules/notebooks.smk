@@ -2,8 +2,9 @@
 # copies are kept under results/notebooks/ and rendered to HTML; each figure is written as PDF (for the
 # paper) and PNG (for `snakemake --report`).
 NOTEBOOKS = {
-    "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
-    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale"],
+    "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr", "noise_temperature"],
+    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale", "distance",
+                   "grad_norms", "critical_batch"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
