@@ -108,3 +108,50 @@ def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
     curves["progress"] = curves["step"] / curves.groupby(["dataset", "arch", "batch_size"])["step"].transform("max")
     curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
     return curves[columns]
+
+
+def headline_target(cells: pd.DataFrame) -> str | None:
+    """The steps-to-target column of the highest target that at least half of the batch sizes (and at least
+    two) reach at some learning rate, as the paper's steps-to-target numbers choose it; None if none does.
+    ``cells``: seed means (:func:`seed_mean`) of one dataset and architecture."""
+    for column in reversed(target_columns(cells)):
+        s = steps_to_target(cells, column)
+        if s["steps"].notna().sum() >= max(2, math.ceil(len(s) / 2)):
+            return column
+    return None
+
+
+TIME_COLUMNS = ["dataset", "arch", "batch_size", "target", "steps", "lr", "seconds_per_step", "samples_per_s",
+                "seconds", "fastest"]
+
+
+def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, batch size) of the study: the time to the headline target (:func:`headline_target`)
+    on the measured hardware, ``seconds`` = the fewest steps to it over learning rates (seed means) x the
+    measured seconds per training step at that batch size (batchlab.hardware); NaN where the target was not
+    reached or the batch size not measured (or did not fit). ``fastest`` marks the batch size of least time.
+    ``target`` is the target accuracy (a fraction), NaN for an architecture that reaches none."""
+    rows = []
+    measured = hardware[hardware["fits"].astype(bool)] if len(hardware) else hardware
+    for (dataset, arch), sub in runs.groupby(["dataset", "arch"], sort=True):
+        cells = seed_mean(sub)
+        column = headline_target(cells)
+        if column is None:
+            steps = pd.DataFrame({"batch_size": sorted(cells["batch_size"].unique()), "steps": math.nan, "lr": math.nan})
+        else:
+            steps = steps_to_target(cells, column)[["batch_size", "steps", "lr"]]
+        hw = measured[(measured["dataset"] == dataset) & (measured["arch"] == arch)] if len(measured) else measured
+        speed = hw[["batch_size", "seconds_per_step", "samples_per_s"]] if len(hw) else pd.DataFrame(
+            columns=["batch_size", "seconds_per_step", "samples_per_s"], dtype="float64")
+        t = steps.merge(speed.astype({"batch_size": "int64"}), on="batch_size", how="left")
+        t.insert(0, "dataset", dataset)
+        t.insert(1, "arch", arch)
+        t.insert(3, "target", float(column.rsplit("_", 1)[1]) if column else math.nan)
+        t["seconds"] = t["steps"] * t["seconds_per_step"]
+        t["fastest"] = False
+        if t["seconds"].notna().any():
+            t.loc[t["seconds"].idxmin(), "fastest"] = True
+        rows.append(t)
+    if not rows:
+        return pd.DataFrame(columns=TIME_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[TIME_COLUMNS]
