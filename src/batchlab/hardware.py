@@ -73,17 +73,17 @@ def sweep(sizes: Iterable[int], measure_one: Callable[[int], dict]) -> list[dict
     rows, sizes = [], sorted(sizes)
     for i, b in enumerate(sizes):
         try:
-            measured = measure_one(b)
+            rows.append({"batch_size": b, "fits": True, **measure_one(b)})
+            continue
         except Exception as error:  # noqa: BLE001 (only out-of-memory is caught; see below)
             if not is_out_of_memory(error):
                 raise
             log.info("batch size %d does not fit: %s", b, str(error).splitlines()[0] if str(error) else type(error).__name__)
-            del error
-            free_memory()
-            rows += [{"batch_size": s, "fits": False, "seconds_per_step": math.nan, "peak_memory_mb": math.nan}
-                     for s in sizes[i:]]
-            break
-        rows.append({"batch_size": b, "fits": True, **measured})
+        # outside the except block, where the failed step's frames (and the tensors they hold) are released
+        free_memory()
+        rows += [{"batch_size": s, "fits": False, "seconds_per_step": math.nan, "peak_memory_mb": math.nan}
+                 for s in sizes[i:]]
+        break
     return rows
 
 

@@ -15,16 +15,13 @@ wildcard_constraints:
     arch="|".join(STUDY["architectures"]),
 
 
-def hardware_resources():
-    """Like a training job's: memory for the interpreter, torch and the dataset; GPUs only when the config
-    sets them (a cluster profile's default applies otherwise)."""
-    resources = dict(
-        mem_mb=lambda wildcards, input, attempt: int(2000 + 3 * input.size_mb) * attempt,
-        runtime=lambda wildcards, attempt: 15 * attempt,
-    )
-    if TRAINING["gpu"] is not None:
-        resources["gpu"] = TRAINING["gpu"]
-    return resources
+# Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs only
+# when the config sets them (a cluster profile's default applies otherwise).
+HARDWARE_RESOURCES = dict(
+    mem_mb=lambda wildcards, input, attempt: int(2000 + 3 * input.size_mb) * attempt,
+    runtime=lambda wildcards, attempt: 15 * attempt,
+    **({} if TRAINING["gpu"] is None else {"gpu": TRAINING["gpu"]}),
+)
 
 
 rule measure_hardware:
@@ -40,7 +37,7 @@ rule measure_hardware:
         "../../envs/train.yaml"
     threads: TRAINING["threads"]
     resources:
-        **hardware_resources(),
+        **HARDWARE_RESOURCES,
     params:
         settings=lambda w: grid.hardware_settings(RUNS, w.dataset, w.arch),
         max_batch_size=HARDWARE["max_batch_size"],
