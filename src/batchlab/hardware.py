@@ -15,8 +15,9 @@ parameters, gradients, optimizer state, the batch, activations and temporaries. 
 the allocator's cached, unused blocks are not counted). On the CPU, which has no allocator statistics, it is
 the same quantity taken from the allocation and free events that ``torch.profiler`` records with
 ``profile_memory=True``: the running sum of bytes allocated minus bytes freed since the model was built, at its
-highest (not the process's resident memory, which also holds the interpreter, libraries and the allocator's
-free lists). Either way it is measured over the first two steps (the first allocates the optimizer state),
+highest: tensors allocated through PyTorch's allocator, not the scratch buffers a library such as oneDNN
+allocates for itself, nor the process's resident memory (which also holds the interpreter, libraries and
+the allocator's free lists). Either way it is measured over the first two steps (the first allocates the optimizer state),
 in a pass of its own, untimed.
 """
 

@@ -60,5 +60,9 @@ rule combine_hardware:
         "../../envs/analysis.yaml"
     resources:
         **LIGHT_RESOURCES,
+    params:
+        # the measured pairs: the table is made again when they change (the profile does not rerun a job
+        # for a changed set of input files), e.g. when `hardware.enabled` is switched off
+        pairs=HARDWARE_PAIRS,
     script:
         "../scripts/combine_hardware.py"
