@@ -193,3 +193,22 @@ def test_time_to_target_figure_has_a_time_row_and_a_throughput_row():
     assert top.get_yscale() == "log" and bottom.get_ylabel() == "samples / s"
     assert [len(line.get_xdata()) for line in top.lines][:2] == [3, 3]
     plots.time_to_target(runs, hardware.combine([]))  # not measured: the figure still builds
+
+
+@pytest.mark.parametrize("value, words", [
+    ({"max_batch_size": 0}, "'hardware.max_batch_size': value 0 is invalid (allowed: an integer >= 1)"),
+    ({"repeat": 3}, "unknown key 'repeat' (did you mean 'repeats'?) in 'hardware'"),
+])
+def test_a_bad_hardware_setting_names_its_key(tiny_raw, value, words):
+    from batchlab import config
+
+    tiny_raw["hardware"] = value
+    with pytest.raises(config.ConfigError) as error:
+        config.validate(tiny_raw)
+    assert words in str(error.value)
+
+
+def test_hardware_defaults(tiny_raw):
+    from batchlab import config
+
+    assert config.validate(tiny_raw)["hardware"] == {"enabled": True, "max_batch_size": 4096, "warmup_steps": 3, "repeats": 10}
