@@ -385,3 +385,27 @@ def test_ctrl_c_of_snakemake_counts_no_unfinished_run_and_the_rerun_resumes(tmp_
     assert not any(checkpoints.glob("*.pt"))
     for run_id in finished:  # trained before the interruption: kept as they were
         assert f"{run_id} is already complete; skipped" in logs or run_id not in logs
+
+
+def test_smoke_study_measures_hardware_and_times_to_target(smoke):
+    """One measurement per architecture over the swept batch sizes, the figure, its notebook and numbers; an
+    edit of the learning rates measures nothing again."""
+    from batchlab import hardware
+
+    cfg = study_config.load(SMOKE)
+    table = pd.read_parquet(smoke / "results" / "tables" / "hardware.parquet")
+    assert table.columns.tolist() == hardware.COLUMNS
+    for arch in cfg["architectures"]:
+        sub = table[table["arch"] == arch]
+        assert sub["batch_size"].tolist() == hardware.batch_sizes(cfg["batch_sizes"], cfg["hardware"]["max_batch_size"])
+        assert sub["fits"].all() and (sub["samples_per_s"] > 0).all() and (sub["peak_memory_mb"] > 0).all()
+        assert sorted(sub.loc[sub["in_grid"], "batch_size"]) == sorted(cfg["batch_sizes"])
+    for suffix in ("pdf", "png"):
+        assert (smoke / "paper" / "figures" / f"time_to_target.{suffix}").stat().st_size > 1000
+    assert "<html" in (smoke / "results" / "notebooks" / "hardware.html").read_text()[:2000].lower()
+    numbers = (smoke / "paper" / "numbers.tex").read_text()
+    assert re.search(r"\\newcommand\{\\MaxFitBatchMlp\}\{512\}", numbers)
+    assert re.search(r"\\newcommand\{\\HwDevice\}\{CPU \(.+\)\}", numbers)
+    config = edited(SMOKE, smoke / "one_lr_less.yaml", learning_rates={"base": [0.001, 0.004], "scaling": "linear"})
+    jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
+    assert "measure_hardware" not in jobs and jobs.get("render_figures_hardware") == 1

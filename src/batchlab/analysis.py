@@ -235,3 +235,39 @@ def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"dataset": dataset, "arch": arch,
                      "target": float(column.rsplit("_", 1)[1]) if column else math.nan, **fit})
     return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points"])
+
+
+TIME_COLUMNS = ["dataset", "arch", "batch_size", "target", "steps", "lr", "seconds_per_step", "samples_per_s",
+                "seconds", "fastest"]
+
+
+def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, batch size) of the study: the time to the target of :func:`main_target`
+    on the measured hardware, ``seconds`` = the fewest steps to it over learning rates (seed means) x the
+    measured seconds per training step at that batch size (batchlab.hardware); NaN where the target was not
+    reached or the batch size not measured (or did not fit). ``fastest`` marks the batch size of least time.
+    ``target`` is the target accuracy (a fraction), NaN for an architecture that reaches none."""
+    rows = []
+    measured = hardware[hardware["fits"].astype(bool)] if len(hardware) else hardware
+    for (dataset, arch), sub in runs.groupby(["dataset", "arch"], sort=True):
+        cells = seed_mean(sub)
+        column, _ = main_target(cells)
+        if column is None:
+            steps = pd.DataFrame({"batch_size": sorted(cells["batch_size"].unique()), "steps": math.nan, "lr": math.nan})
+        else:
+            steps = steps_to_target(cells, column)[["batch_size", "steps", "lr"]]
+        hw = measured[(measured["dataset"] == dataset) & (measured["arch"] == arch)] if len(measured) else measured
+        speed = hw[["batch_size", "seconds_per_step", "samples_per_s"]] if len(hw) else pd.DataFrame(
+            columns=["batch_size", "seconds_per_step", "samples_per_s"], dtype="float64")
+        t = steps.merge(speed.astype({"batch_size": "int64"}), on="batch_size", how="left")
+        t.insert(0, "dataset", dataset)
+        t.insert(1, "arch", arch)
+        t.insert(3, "target", float(column.rsplit("_", 1)[1]) if column else math.nan)
+        t["seconds"] = t["steps"] * t["seconds_per_step"]
+        t["fastest"] = False
+        if t["seconds"].notna().any():
+            t.loc[t["seconds"].idxmin(), "fastest"] = True
+        rows.append(t)
+    if not rows:
+        return pd.DataFrame(columns=TIME_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[TIME_COLUMNS]

@@ -237,3 +237,16 @@ def mem_mb(pack: Pack, dataset_mb: float, configured: int | None = None, attempt
     intermediates) and 100 MB per member (parameters, optimizer state, activations of a batch)."""
     base = configured if configured is not None else 2000 + 3 * dataset_mb + 100 * len(pack.members)
     return int(math.ceil(base)) * attempt
+
+
+def hardware_settings(specs: Iterable[dict], dataset: str, arch: str) -> dict:
+    """What the measurement of one dataset x architecture reads from the study's runs: the model's options,
+    the optimizer and precision it trains with, the dataset's options and the grid's batch sizes. Nothing
+    else (not the learning rates, seeds or budget), so editing those measures nothing again."""
+    specs = [s for s in specs if s["dataset"] == dataset and s["arch"] == arch]
+    if not specs:
+        raise ValueError(f"the study has no run of architecture {arch!r} on dataset {dataset!r}")
+    first = specs[0]
+    return {"model_options": dict(first["model_options"]), "dataset_options": dict(first["dataset_options"]),
+            "optimizer": dict(first["optimizer"]), "precision": first["precision"],
+            "batch_sizes": sorted({int(s["batch_size"]) for s in specs})}

@@ -275,8 +275,10 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
     return values
 
 
-def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> dict[str, str]:
-    """All macros: study facts, per-architecture numbers, and claim verdicts."""
+def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
+            hardware: pd.DataFrame | None = None) -> dict[str, str]:
+    """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
+    table (batchlab.hardware), when measured."""
     archs = list(dict.fromkeys(runs["arch"]))
     first = runs.iloc[0]
     values = {
@@ -323,6 +325,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study") -> 
     values.update(temperature_numbers(runs))
     values.update(critical_batch_numbers(runs, history))
     values.update(dynamics_numbers(runs, history))
+    values.update(hardware_numbers(runs, hardware))
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]
@@ -338,9 +341,89 @@ def to_latex(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study") -> dict[str, str]:
+def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study",
+          hardware: pd.DataFrame | None = None) -> dict[str, str]:
     """Compute every macro and write them to ``path``; return them."""
-    values = compute(runs, history, study)
+    values = compute(runs, history, study, hardware)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(to_latex(values))
     return values
+
+
+def _latex_text(text: str) -> str:
+    """Plain text (a device's name) safe in LaTeX."""
+    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(special.get(ch, ch) for ch in text)
+
+
+def duration(seconds: float) -> str:
+    """A time for the text with its unit: milliseconds below a second, seconds below two minutes, else
+    minutes (3 significant digits)."""
+    if seconds is None or not math.isfinite(seconds):
+        return NA
+    if seconds < 0.9995:
+        return f"{1000 * seconds:.3g}~ms"
+    if seconds < 119.5:
+        return f"{seconds:.3g}~s"
+    minutes = seconds / 60
+    return f"{minutes:.3g}~min" if minutes < 999.5 else f"{minutes:.0f}~min"
+
+
+HARDWARE_STEMS = ("HwTarget", "FastestBatch", "FastestTime", "FewestStepsBatch", "TimeSmallB", "MaxFitBatch",
+                  "MaxFitMemory", "PeakThroughput", "PeakThroughputBatch")
+
+
+def hardware_numbers(runs: pd.DataFrame, hardware: pd.DataFrame | None) -> dict[str, str]:
+    """Time to target on the measured hardware (batchlab.hardware, analysis.time_to_target), per
+    architecture on the study's first dataset: the target of analysis.main_target, the batch size that reaches it soonest
+    and its time (with its unit), the batch size of fewest steps, the time at the smallest batch size, the
+    largest batch size measured to fit and its peak memory (MB), the highest throughput (samples/s) and its
+    batch size; the device, its threads and what ran out of memory."""
+    measured = hardware is not None and len(hardware) > 0
+    values = {"HwDevice": NA, "HwThreads": NA, "HwMaxTried": NA, "HwOutOfMemory": "not measured"}
+    times = analysis.time_to_target(runs, hardware) if measured else None
+    first = runs["dataset"].iloc[0]
+    oom, below_fit = [], {}
+    if measured:
+        hw = hardware[hardware["dataset"] == first]
+        row = hw.iloc[0] if len(hw) else hardware.iloc[0]
+        values["HwDevice"] = _latex_text(str(row["device_name"]) if row["device"] == "cuda" else f"CPU ({row['device_name']})")
+        values["HwThreads"] = str(int(row["threads"]))
+        values["HwMaxTried"] = str(int(hw["batch_size"].max())) if len(hw) else NA
+    for arch in models.ARCHITECTURES:
+        out = dict.fromkeys(HARDWARE_STEMS, NA)
+        t = times[(times["dataset"] == first) & (times["arch"] == arch)] if measured else None
+        h = hardware[(hardware["dataset"] == first) & (hardware["arch"] == arch)] if measured else None
+        if t is not None and len(t) and h is not None and len(h):
+            fits = h[h["fits"].astype(bool)].sort_values("batch_size")
+            if len(fits):
+                out["MaxFitBatch"] = str(int(fits["batch_size"].iloc[-1]))
+                out["MaxFitMemory"] = num(fits["peak_memory_mb"].iloc[-1], ".3g")
+                top = fits.loc[fits["samples_per_s"].idxmax()]
+                out["PeakThroughput"] = f"{top['samples_per_s']:,.0f}".replace(",", "{,}")
+                out["PeakThroughputBatch"] = str(int(top["batch_size"]))
+            failed = h[~h["fits"].astype(bool)]
+            if len(failed):
+                oom.append(f"{plots.ARCH_LABELS.get(arch, arch)} from $B={int(failed['batch_size'].min())}$")
+            if t["target"].notna().any():
+                out["HwTarget"] = pct(float(t["target"].iloc[0]), 0)
+            reached = t[t["steps"].notna()]
+            if len(reached):
+                out["FewestStepsBatch"] = str(int(reached.loc[reached["steps"].idxmin(), "batch_size"]))
+            timed = t[t["seconds"].notna()].sort_values("batch_size")
+            if len(timed):
+                fastest = timed[timed["fastest"]].iloc[0]
+                out["FastestBatch"] = str(int(fastest["batch_size"]))
+                out["FastestTime"] = duration(fastest["seconds"])
+                smallest = t.sort_values("batch_size").iloc[0]
+                out["TimeSmallB"] = duration(smallest["seconds"])
+                if len(fits):
+                    below_fit[arch] = bool(fastest["batch_size"] < fits["batch_size"].iloc[-1])
+        values.update({macro_name(stem, arch): value for stem, value in out.items()})
+    values["HwSoonestBelowFit"] = verdict(below_fit)
+    if measured:
+        values["HwOutOfMemory"] = ("no batch size tried ran out of memory" if not oom
+                                   else "out of memory: " + "; ".join(oom))
+    return values
+

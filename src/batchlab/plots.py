@@ -369,3 +369,86 @@ def critical_batch(runs: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel("steps to target")
     _legend(fig, axes)
     return fig
+
+
+def _log_values_axis(ax) -> None:
+    """A log y axis labelled at 1, 2 and 5 times powers of ten, so a range of less than a decade is labelled."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:.2g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
+    """Time to target on the measured hardware against batch size, one column per (dataset, architecture).
+    Top: the fewest steps to the target of analysis.main_target (best lr per batch size) times the measured seconds per
+    step, log-log, the fastest batch size ringed, and grey the same steps at the smallest batch size's cost
+    per step (what the time would be if a step cost the same at every batch size). Bottom: the measured
+    throughput (samples/s) up to the largest batch size that fits, grid batch sizes filled; a red cross marks
+    the first batch size that ran out of memory."""
+    times = analysis.time_to_target(runs, hardware)
+    order = {a: i for i, a in enumerate(models.ARCHITECTURES)}
+    keys = sorted(runs[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None),
+                  key=lambda k: (k[0], order.get(k[1], len(order)), k[1]))
+    several = runs["dataset"].nunique() > 1
+    fig, axes = plt.subplots(2, len(keys), figsize=(WIDTH, 2 * PANEL_HEIGHT), squeeze=False, constrained_layout=True)
+    for c, (d, arch) in enumerate(keys):
+        top, bottom = axes[0][c], axes[1][c]
+        label = ARCH_LABELS.get(arch, arch)
+        t = times[(times["dataset"] == d) & (times["arch"] == arch)].sort_values("batch_size")
+        hw = hardware[(hardware["dataset"] == d) & (hardware["arch"] == arch)].sort_values("batch_size") if len(hardware) else hardware
+        target = t["target"].iloc[0] if len(t) else np.nan
+        top.set_title(f"{label} ({d})" if several else label)
+        ok = t[t["seconds"].notna()]
+        if ok.empty:
+            why = "hardware not measured" if hw.empty else "no target reached"
+            top.text(0.5, 0.5, why, ha="center", va="center", transform=top.transAxes)
+            top.set_xticks([])
+            top.set_yticks([])
+        else:
+            x = ok["batch_size"].to_numpy(float)
+            top.plot(x, ok["seconds"], "-o", color="black", label="steps × measured time per step")
+            top.plot(x, ok["steps"] * ok["seconds_per_step"].iloc[0], "--", color="0.6", lw=0.8,
+                     label="steps × time per step at the smallest B")
+            best = ok[ok["fastest"]]
+            top.plot(best["batch_size"], best["seconds"], "o", ms=9, mfc="none", mec="crimson", mew=1.3,
+                     label="fastest to target")
+            _log_values_axis(top)
+            top.set_ylabel(f"seconds to {100 * target:.0f}% test acc.")
+            _log2_axis(top, t["batch_size"])
+        top.set_xlabel("batch size B")
+        if hw.empty:
+            bottom.text(0.5, 0.5, "hardware not measured", ha="center", va="center", transform=bottom.transAxes)
+            bottom.set_xticks([])
+            bottom.set_yticks([])
+        else:
+            fits = hw[hw["fits"].astype(bool)]
+            bottom.plot(fits["batch_size"], fits["samples_per_s"], "-", color="tab:blue")
+            grid = fits[fits["in_grid"].astype(bool)]
+            extra = fits[~fits["in_grid"].astype(bool)]
+            bottom.plot(grid["batch_size"], grid["samples_per_s"], "o", color="tab:blue", label="measured (grid B)")
+            bottom.plot(extra["batch_size"], extra["samples_per_s"], "o", mfc="white", color="tab:blue",
+                        label="measured (beyond the grid)")
+            failed = hw[~hw["fits"].astype(bool)]
+            if len(failed):
+                bottom.axvline(failed["batch_size"].min(), color="crimson", lw=0.8, ls=":", label="out of memory")
+            if len(fits):
+                last = fits.iloc[-1]
+                bottom.annotate(f"{last['peak_memory_mb']:.3g} MB", (last["batch_size"], last["samples_per_s"]),
+                                textcoords="offset points", xytext=(-4, -10), ha="right", fontsize=6)
+            _log_values_axis(bottom)
+            _log2_axis(bottom, hw["batch_size"])
+            bottom.set_ylabel("samples / s")
+            device = str(hw["device_name"].iloc[0]) if hw["device"].iloc[0] == "cuda" else "CPU"
+            bottom.set_title(f"throughput on {device}", fontsize=7)
+        bottom.set_xlabel("batch size B")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in labels:
+                handles.append(handle)
+                labels.append(text)
+    fig.legend(handles, labels, loc="outside lower center", ncols=3)
+    return fig

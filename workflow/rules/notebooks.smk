@@ -9,6 +9,9 @@ NOTEBOOKS = {
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
 NOTEBOOK_TABLES = {}
+# time to target on this hardware (workflow/rules/hardware.smk)
+NOTEBOOKS["hardware"] = ["time_to_target"]
+NOTEBOOK_TABLES["hardware"] = {"hardware": "results/tables/hardware.parquet"}
 FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 
 for notebook, figures in NOTEBOOKS.items():

@@ -1,0 +1,68 @@
+# The hardware side of batch size: per dataset and architecture, the time of a training step and its peak
+# memory against batch size on the device training uses, up to the largest batch that fits
+# (batchlab.hardware). A measurement job runs like a training job (same threads, device and GPU request)
+# and reads only the model, optimizer, precision and batch sizes of its runs: editing a learning rate,
+# a seed or the budget measures nothing again.
+HARDWARE = STUDY["hardware"]
+HARDWARE_PAIRS = (
+    [(d, a) for d in STUDY["datasets"] for a in STUDY["architectures"]]
+    if HARDWARE["enabled"]
+    else []
+)
+
+
+wildcard_constraints:
+    arch="|".join(STUDY["architectures"]),
+
+
+# Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs only
+# when the config sets them (a cluster profile's default applies otherwise).
+HARDWARE_RESOURCES = dict(
+    mem_mb=lambda wildcards, input, attempt: int(2000 + 3 * input.size_mb) * attempt,
+    runtime=lambda wildcards, attempt: 15 * attempt,
+    **({} if TRAINING["gpu"] is None else {"gpu": TRAINING["gpu"]}),
+)
+
+
+rule measure_hardware:
+    input:
+        dataset="results/data/{dataset}.npz",
+    output:
+        "results/hardware/{dataset}-{arch}.parquet",
+    log:
+        "logs/measure_hardware/{dataset}-{arch}.log",
+    benchmark:
+        "results/benchmarks/measure_hardware/{dataset}-{arch}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: TRAINING["threads"]
+    resources:
+        **HARDWARE_RESOURCES,
+    params:
+        settings=lambda w: grid.hardware_settings(RUNS, w.dataset, w.arch),
+        max_batch_size=HARDWARE["max_batch_size"],
+        warmup_steps=HARDWARE["warmup_steps"],
+        repeats=HARDWARE["repeats"],
+        device=TRAINING["device"],
+    script:
+        "../scripts/measure_hardware.py"
+
+
+rule combine_hardware:
+    input:
+        [f"results/hardware/{d}-{a}.parquet" for d, a in HARDWARE_PAIRS],
+    output:
+        "results/tables/hardware.parquet",
+    log:
+        "logs/combine_hardware.log",
+    localrule: LIGHT_LOCAL
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        # the measured pairs: the table is made again when they change (the profile does not rerun a job
+        # for a changed set of input files), e.g. when `hardware.enabled` is switched off
+        pairs=HARDWARE_PAIRS,
+    script:
+        "../scripts/combine_hardware.py"
