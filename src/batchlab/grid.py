@@ -101,6 +101,7 @@ def expand(config: dict) -> list[dict]:
             s = arch_settings(config, arch)
             lrs, rule, ref = _lr_grid(s["learning_rates"])
             warmup = s["warmup"]
+            ends = interpolation_ends(config, arch)
             for batch_size in s["batch_sizes"]:
                 steps = resolve_steps(s["budget"], batch_size, n_train)
                 for lr0 in lrs:
@@ -129,6 +130,8 @@ def expand(config: dict) -> list[dict]:
                             "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                             "precision": config["precision"],
                         }
+                        if ends and batch_size in ends:  # only these runs: every other run keeps its id
+                            spec["keep_weights"] = True
                         spec["run_id"] = run_id(spec)
                         specs.append(spec)
     return specs
@@ -153,6 +156,29 @@ def sharpness_settings(settings: dict, batch_size: int) -> dict:
         return {"epsilons": []}
     return {"epsilons": sorted(float(e) for e in settings["epsilons"]), "steps": int(settings["steps"]),
             "examples": int(settings["examples"])}
+
+
+def interpolation_ends(config: dict, arch: str) -> tuple[int, int] | None:
+    """The small and the large batch size between whose solutions an architecture's weights are
+    interpolated (``evaluation.interpolation``): the listed pair, or by default the smallest and the largest
+    of its batch sizes; None where it is switched off (``points: 0``) or the architecture has one batch size."""
+    settings = config["evaluation"]["interpolation"]
+    sizes = sorted(int(b) for b in arch_settings(config, arch)["batch_sizes"])
+    ends = sorted(int(b) for b in settings["batch_sizes"]) if settings["batch_sizes"] is not None else sizes[:1] + sizes[-1:]
+    if not settings["points"] or len(set(ends)) < 2:
+        return None
+    return ends[0], ends[-1]
+
+
+def interpolation_jobs(config: dict) -> list[dict]:
+    """One interpolation per dataset and architecture that has one: its names, batch-size pair and alphas."""
+    jobs = []
+    for dataset in config["datasets"]:
+        for arch in config["architectures"]:
+            ends = interpolation_ends(config, arch)
+            if ends:
+                jobs.append({"dataset": dataset, "arch": arch, "small_batch": ends[0], "large_batch": ends[1]})
+    return jobs
 
 
 def without_id(spec: dict) -> dict:

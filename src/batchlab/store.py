@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pandas is imported where histories are read or written, not
 SPEC, HISTORY, SUMMARY = "spec.json", "history.arrow", "summary.json"
 LEGACY_HISTORY = "history.parquet"
 CHECKPOINT = "checkpoint.pt"  # a finished run's final state, kept only when training.checkpoint.keep is set
+WEIGHTS = "weights.pt"  # a finished run's final parameters and buffers, for runs whose spec keeps them
 CORRUPT = "corrupt"  # beside the run store: damaged run folders, moved out of the way, never deleted
 
 
@@ -98,10 +99,12 @@ def is_complete(root: str | Path, run_id: str) -> bool:
     return summary_path(root, run_id).exists()
 
 
-def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None) -> Path:
+def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None,
+              weights: dict | None = None) -> Path:
     """Write a finished run atomically; refuse to overwrite a complete one. A damaged one (see
     :func:`check_run`) is moved to ``<root>/../corrupt/`` first. ``checkpoint``, when given, is kept in the
-    folder as ``checkpoint.pt``. A full disk or a folder that cannot be written raises :class:`StoreError`
+    folder as ``checkpoint.pt``; ``weights`` (the final ``state_dict``), as ``weights.pt`` on the CPU, covered
+    by the summary's checksums like the spec and the history (see :func:`read_weights`). A full disk or a folder that cannot be written raises :class:`StoreError`
     naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
     if (final / SUMMARY).exists():
@@ -120,7 +123,12 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
             import torch
 
             torch.save(checkpoint, tmp / CHECKPOINT)
-        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY)})
+        if weights is not None:
+            import torch
+
+            torch.save({name: t.detach().cpu() for name, t in weights.items()}, tmp / WEIGHTS)
+        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY, WEIGHTS)
+                                           if (tmp / name).exists()})
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
         for f in tmp.iterdir():  # data on disk before the rename makes the run visible
             with open(f, "rb") as fh:
@@ -240,6 +248,21 @@ def damaged_runs(root: str | Path, run_ids) -> dict[str, str]:
             if problem:
                 damaged[run_id] = problem
     return damaged
+
+
+def read_weights(root: str | Path, run_id: str) -> dict:
+    """A run's final parameters and buffers (``weights.pt``, on the CPU), after :func:`check_run`: a run
+    without kept weights, or a damaged one, raises :class:`DamagedRunError` naming the run and the fault."""
+    import torch
+
+    folder = run_dir(root, run_id)
+    problem = check_run(root, run_id)
+    if problem is None and WEIGHTS not in (read_summary(root, run_id).get("checksums") or {}):
+        problem = ("it kept no final weights (weights.pt): its spec has no keep_weights; the config's "
+                   "evaluation.interpolation marks the runs that keep them")
+    if problem:
+        raise DamagedRunError(f"run {run_id} in {root}: {problem}")
+    return torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
 
 
 def read_summary(root: str | Path, run_id: str) -> dict:
