@@ -85,3 +85,29 @@ def test_the_two_ends_reproduce_their_runs_and_the_weights_are_the_trained_ones(
             assert row["accuracy"] == run[f"final_{split}_acc"]
     curve = table[(table["seed"] == 0) & (table["split"] == "train")].set_index("alpha")["loss"]
     assert curve[0.5] != curve[0.0] and math.isfinite(curve[-1.0])  # a point between is its own model
+
+
+def test_the_figures_have_a_panel_per_architecture_and_say_when_there_is_nothing_to_draw():
+    from batchlab import plots
+
+    table = pd.DataFrame([{"dataset": "d", "arch": arch, "small_batch": 8, "large_batch": 64, "small_lr": 0.1,
+                           "large_lr": 0.2, "seed": seed, "small_run_id": "a", "large_run_id": "b", "alpha": alpha,
+                           "split": split, "loss": 1 + alpha ** 2, "accuracy": 0.5}
+                          for arch in ("mlp", "logreg") for seed in (0, 1) for alpha in (-1.0, 0.0, 1.0, 2.0)
+                          for split in ("train", "test")])
+    fig = plots.interpolation(table)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert sorted(ax.get_title() for ax in panels) == ["MLP", "logistic regression"]
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["−1", "0\nB=8", "1\nB=64", "2"]
+    train_loss = panels[0].get_lines()[0]  # the seed mean of the train loss
+    assert list(train_loss.get_ydata()) == [2.0, 1.0, 2.0, 5.0]
+    empty = plots.interpolation(table.iloc[:0])
+    assert "no interpolation" in empty.axes[0].texts[0].get_text()
+    runs = pd.DataFrame({"dataset": "d", "arch": "mlp", "batch_size": [8, 8, 64, 64], "lr_grid_value": 0.1, "lr": 0.1,
+                         "base_lr": 0.1, "seed": [0, 1, 0, 1], "diverged": False, "final_test_acc": 0.5,
+                         "final_sharpness_0.001": [1.0, 3.0, 5.0, 5.0],
+                         **{m: 0.0 for m in ("final_train_acc", "gap_acc", "gap_loss", "best_test_acc",
+                                             "final_dist_init", "final_test_loss")}})
+    (ax,) = [a for a in plots.sharpness(runs).axes if a.get_title()]
+    assert list(ax.get_lines()[0].get_ydata()) == [2.0, 5.0]  # seed means at each batch size
+    assert "no sharpness" in plots.sharpness(runs.drop(columns="final_sharpness_0.001")).axes[0].texts[0].get_text()

@@ -4,10 +4,13 @@
 NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
     "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale"],
+    "interpolation": ["interpolation", "sharpness"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
-NOTEBOOK_TABLES = {}
+NOTEBOOK_TABLES = {
+    "interpolation": {"interpolation": "results/tables/interpolation.parquet"},
+}
 FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 
 for notebook, figures in NOTEBOOKS.items():

@@ -6,6 +6,7 @@ rule write_numbers:
     input:
         history="results/tables/history.parquet",
         runs="results/tables/runs.parquet",
+        interpolation="results/tables/interpolation.parquet",
     output:
         "paper/numbers.tex",
     log:

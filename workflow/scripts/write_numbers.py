@@ -12,5 +12,6 @@ values = numbers.write(
     pd.read_parquet(snakemake.input.history),
     snakemake.output[0],
     study=snakemake.params.study,
+    interpolation=pd.read_parquet(snakemake.input.interpolation),
 )
 logging.getLogger("batchlab.numbers").info("wrote %d macros to %s", len(values), snakemake.output[0])
