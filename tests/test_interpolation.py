@@ -111,3 +111,16 @@ def test_the_figures_have_a_panel_per_architecture_and_say_when_there_is_nothing
     (ax,) = [a for a in plots.sharpness(runs).axes if a.get_title()]
     assert list(ax.get_lines()[0].get_ydata()) == [2.0, 5.0]  # seed means at each batch size
     assert "no sharpness" in plots.sharpness(runs.drop(columns="final_sharpness_0.001")).axes[0].texts[0].get_text()
+
+
+def test_train_pack_trains_again_a_complete_run_that_kept_no_weights(mnist1d_npz, tmp_path):
+    (spec,) = tiny_specs(batch_sizes=[8, 32], seeds=[0])[:1]
+    before = {k: v for k, v in spec.items() if k != "keep_weights"}  # the same run, not yet an end
+    assert before["run_id"] == spec["run_id"]
+    train.train_pack([before], str(mnist1d_npz), str(tmp_path), device="cpu")
+    history = store.read_history(tmp_path, spec["run_id"])
+    assert store.lacks_weights(tmp_path, spec)
+    train.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")
+    assert not store.lacks_weights(tmp_path, spec) and store.read_weights(tmp_path, spec["run_id"])
+    again = store.read_history(tmp_path, spec["run_id"])  # deterministic: the same numbers
+    pd.testing.assert_frame_equal(again.drop(columns="wall_time"), history.drop(columns="wall_time"))

@@ -248,3 +248,20 @@ def test_kept_weights_are_read_back_equal_and_covered_by_the_checksums(tmp_path)
     assert "weights.pt does not match its checksum" in store.check_run(tmp_path, SPEC["run_id"])
     with pytest.raises(store.DamagedRunError, match="weights.pt"):
         store.read_weights(tmp_path, SPEC["run_id"])
+
+
+def test_a_complete_run_without_the_weights_it_now_keeps_is_replaced_by_one_with_them(tmp_path):
+    import torch
+
+    assert SPEC.get("keep_weights")  # the tiny study's batch sizes are both ends of its interpolation
+    before = {k: v for k, v in SPEC.items() if k != "keep_weights"}
+    store.write_run(tmp_path, before, HISTORY, SUMMARY)  # written before the run was an end
+    assert not store.lacks_weights(tmp_path, before) and store.lacks_weights(tmp_path, SPEC)
+    with pytest.raises(FileExistsError):  # nothing to add: never overwritten
+        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
+    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.ones(2)})
+    assert not store.lacks_weights(tmp_path, SPEC) and store.check_run(tmp_path, SPEC["run_id"]) is None
+    assert torch.equal(store.read_weights(tmp_path, SPEC["run_id"])["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [SPEC["run_id"]]  # the old copy is gone, nothing left over
+    with pytest.raises(FileExistsError):
+        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.zeros(2)})

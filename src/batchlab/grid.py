@@ -22,6 +22,9 @@ from batchlab.config import arch_settings
 
 # Bump when a change to training changes what a spec means; every run id changes with it.
 TRAINING_VERSION = 1
+# Spec keys that say what a run keeps besides its results, not what it computes: left out of its id, so
+# marking a run to keep its final weights (evaluation.interpolation) never changes which run it is.
+UNHASHED = ("keep_weights",)
 
 
 def scale_lr(base: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
@@ -58,7 +61,7 @@ def spec_hash(spec: dict) -> str:
 def run_id(spec: dict) -> str:
     """Readable prefix plus the first 10 hex digits of the spec's hash."""
     prefix = f"{spec['dataset']}-{spec['arch']}-b{spec['batch_size']}-lr{spec['lr']:.3g}-s{spec['seed']}"
-    return f"{prefix}-{spec_hash(spec)[:10]}"
+    return f"{prefix}-{spec_hash(without_id(spec))[:10]}"
 
 
 def _number(value):
@@ -130,7 +133,7 @@ def expand(config: dict) -> list[dict]:
                             "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                             "precision": config["precision"],
                         }
-                        if ends and batch_size in ends:  # only these runs: every other run keeps its id
+                        if ends and batch_size in ends:  # not hashed: the run keeps its id
                             spec["keep_weights"] = True
                         spec["run_id"] = run_id(spec)
                         specs.append(spec)
@@ -182,8 +185,8 @@ def interpolation_jobs(config: dict) -> list[dict]:
 
 
 def without_id(spec: dict) -> dict:
-    """The spec as hashed (``run_id`` removed)."""
-    return {k: v for k, v in spec.items() if k != "run_id"}
+    """The spec as hashed (``run_id`` and the :data:`UNHASHED` keys removed)."""
+    return {k: v for k, v in spec.items() if k != "run_id" and k not in UNHASHED}
 
 
 @dataclass(frozen=True)

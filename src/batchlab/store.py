@@ -107,11 +107,15 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
     by the summary's checksums like the spec and the history (see :func:`read_weights`). A full disk or a folder that cannot be written raises :class:`StoreError`
     naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
+    replaced = None
     if (final / SUMMARY).exists():
         problem = check_run(root, spec["run_id"])
-        if problem is None:
+        if problem is None and not (weights is not None and lacks_weights(root, spec)):
             raise FileExistsError(f"run {spec['run_id']} is already complete in {final}; it is never overwritten")
-        set_aside(root, spec["run_id"])
+        if problem is None:  # the same run, complete but without the final weights it is now asked to keep
+            replaced = final.parent / f".{final.name}.replaced-{os.getpid()}"
+        else:
+            set_aside(root, spec["run_id"])
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -133,12 +137,17 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
         for f in tmp.iterdir():  # data on disk before the rename makes the run visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
+        if replaced is not None:  # swapped for this copy, which has the weights; then removed
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.rename(final, replaced)
+        elif final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
             if any(final.iterdir()):
                 set_aside(root, spec["run_id"])
             else:
                 final.rmdir()
         os.rename(tmp, final)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError.of(error, f"cannot write run {spec['run_id']} to {final.parent}") from error
@@ -248,6 +257,17 @@ def damaged_runs(root: str | Path, run_ids) -> dict[str, str]:
             if problem:
                 damaged[run_id] = problem
     return damaged
+
+
+def lacks_weights(root: str | Path, spec: dict) -> bool:
+    """Whether ``spec``'s run is complete but without the final weights its spec asks it to keep (it was
+    trained before it became an end of the interpolation): such a run is trained again to keep them."""
+    if not spec.get("keep_weights") or not is_complete(root, spec["run_id"]):
+        return False
+    try:
+        return WEIGHTS not in (read_summary(root, spec["run_id"]).get("checksums") or {})
+    except (OSError, ValueError):  # unreadable: check_run reports it as damaged
+        return False
 
 
 def read_weights(root: str | Path, run_id: str) -> dict:

@@ -534,10 +534,13 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     todo, resume = [], {}
     for k, spec in enumerate(specs, 1):
         problem = store.check_run(runs_root, spec["run_id"])
-        if problem is None:
+        if problem is None and store.lacks_weights(runs_root, spec):
+            log.info("run %d/%d %s is complete but kept no final weights, which the interpolation needs; "
+                     "trained again to keep them", k, len(specs), spec["run_id"])
+        elif problem is None:
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
             continue
-        if store.run_dir(runs_root, spec["run_id"]).exists():
+        elif store.run_dir(runs_root, spec["run_id"]).exists():
             log.warning("run %d/%d %s in %s is damaged: %s; trained again", k, len(specs), spec["run_id"], runs_root, problem)
         todo.append(spec)
         state = checkpoints.load(spec) if checkpoints is not None else None
