@@ -90,11 +90,11 @@ def test_smoke_study_builds_everything(smoke):
     specs = smoke_specs()
     pdf = smoke / "paper" / "paper.pdf"
     assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
-    for notebook in ("learning_rate", "batch_size"):
+    for notebook in ("learning_rate", "batch_size", "interpolation"):
         assert (smoke / "results" / "notebooks" / f"{notebook}.ipynb").exists()
         assert "<html" in (smoke / "results" / "notebooks" / f"{notebook}.html").read_text()[:2000].lower()
     for figure in ("accuracy_vs_base_lr", "heatmap", "best_lr", "learning_curves", "generalization_gap", "steps_to_target",
-                   "noise_scale"):
+                   "noise_scale", "interpolation", "sharpness"):
         assert (smoke / "paper" / "figures" / f"{figure}.pdf").stat().st_size > 1000
         assert (smoke / "paper" / "figures" / f"{figure}.png").stat().st_size > 1000
     runs = pd.read_parquet(smoke / "results" / "tables" / "runs.parquet")
@@ -383,3 +383,22 @@ def test_ctrl_c_of_snakemake_counts_no_unfinished_run_and_the_rerun_resumes(tmp_
     assert not any(checkpoints.glob("*.pt"))
     for run_id in finished:  # trained before the interruption: kept as they were
         assert f"{run_id} is already complete; skipped" in logs or run_id not in logs
+
+
+def test_the_smoke_study_interpolates_each_architecture_between_its_smallest_and_largest_batch(smoke):
+    specs = smoke_specs()
+    table = pd.read_parquet(smoke / "results" / "tables" / "interpolation.parquet")
+    assert sorted(table["arch"].unique()) == ["cnn1d", "logreg", "mlp"]
+    assert set(zip(table["small_batch"], table["large_batch"])) == {(8, 256)}
+    assert table.groupby(["arch", "seed", "split"])["alpha"].nunique().eq(25).all()
+    kept = {s["run_id"] for s in specs if s.get("keep_weights")}
+    assert {s["batch_size"] for s in specs if s["run_id"] in kept} == {8, 256}
+    for s in specs:  # exactly the runs at the two ends keep their weights
+        assert (smoke / "results" / "runs" / s["run_id"] / store.WEIGHTS).exists() == (s["run_id"] in kept)
+    assert set(table["small_run_id"]) | set(table["large_run_id"]) <= kept
+    numbers = (smoke / "paper" / "numbers.tex").read_text()
+    assert re.search(r"\\newcommand\{\\ClaimEightInterp\}\{(holds|does not hold)", numbers)
+    # a different alpha grid evaluates again without training
+    config = edited(SMOKE, smoke / "alphas.yaml", evaluation={"points": 5, "interpolation": {"points": 7}})
+    jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
+    assert not any(k.startswith("train_pack_") for k in jobs) and jobs.get("interpolate_solutions") == 3

@@ -10,11 +10,6 @@ wildcard_constraints:
     arch="|".join(STUDY["architectures"]),
 
 
-def interpolation_ends(wildcards):
-    """The small and the large batch size of an architecture's interpolation."""
-    return grid.interpolation_ends(STUDY, wildcards.arch)
-
-
 rule interpolate_solutions:
     input:
         runs="results/tables/runs.parquet",
@@ -32,7 +27,8 @@ rule interpolate_solutions:
         mem_mb=4000,
         runtime=60,
     params:
-        ends=interpolation_ends,
+        # the small and the large batch size of this architecture's interpolation
+        ends=lambda wildcards: grid.interpolation_ends(STUDY, wildcards.arch),
         points=INTERPOLATION["points"],
         alpha_min=INTERPOLATION["alpha_min"],
         alpha_max=INTERPOLATION["alpha_max"],
