@@ -402,3 +402,20 @@ def test_the_smoke_study_interpolates_each_architecture_between_its_smallest_and
     config = edited(SMOKE, smoke / "alphas.yaml", evaluation={"points": 5, "interpolation": {"points": 7}})
     jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
     assert not any(k.startswith("train_pack_") for k in jobs) and jobs.get("interpolate_solutions") == 3
+
+
+def test_a_complete_end_run_without_weights_is_trained_again_alone(smoke, tmp_path):
+    """A run store from before the interpolation: its end runs are complete but kept no weights."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    spec = next(s for s in smoke_specs() if s.get("keep_weights"))
+    runs = work / "results" / "runs"
+    old_spec, summary, history = store.read_run(runs / spec["run_id"])
+    shutil.rmtree(runs / spec["run_id"])
+    store.write_run(runs, {k: v for k, v in old_spec.items() if k != "keep_weights"}, history.to_pandas(),
+                    {k: v for k, v in summary.items() if k != "checksums"})
+    assert store.lacks_weights(runs, spec)
+    result = snakemake(work, "-n", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
+    assert len(trained) == 1 and f"1 run(s) to train into results/runs/: {spec['run_id']}" in result.stdout
