@@ -40,12 +40,17 @@ rule interpolate_solutions:
         "../scripts/interpolate_solutions.py"
 
 
+INTERPOLATION_PARTS = [
+    f"results/interpolation/{job['dataset']}-{job['arch']}.parquet"
+    for job in INTERPOLATIONS
+]
+
+
 rule combine_interpolations:
+    # the parts are also its params, so the table is made again when the set of parts changes (one
+    # architecture more or less, or the interpolation switched off), not only when a part does
     input:
-        parts=[
-            f"results/interpolation/{job['dataset']}-{job['arch']}.parquet"
-            for job in INTERPOLATIONS
-        ],
+        parts=INTERPOLATION_PARTS,
     output:
         "results/tables/interpolation.parquet",
     log:
@@ -55,5 +60,7 @@ rule combine_interpolations:
         "../../envs/analysis.yaml"
     resources:
         **LIGHT_RESOURCES,
+    params:
+        parts=INTERPOLATION_PARTS,
     script:
         "../scripts/combine_interpolations.py"
