@@ -23,6 +23,7 @@ rule interpolate_solutions:
     conda:
         "../../envs/train.yaml"
     threads: 1
+    # submitted like training on a cluster, where it takes the profile's GPU (and uses it when it has one)
     resources:
         mem_mb=4000,
         runtime=60,
