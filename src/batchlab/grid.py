@@ -174,7 +174,7 @@ def interpolation_ends(config: dict, arch: str) -> tuple[int, int] | None:
 
 
 def interpolation_jobs(config: dict) -> list[dict]:
-    """One interpolation per dataset and architecture that has one: its names, batch-size pair and alphas."""
+    """One interpolation job per dataset and architecture that has one: its names and its two batch sizes."""
     jobs = []
     for dataset in config["datasets"]:
         for arch in config["architectures"]:

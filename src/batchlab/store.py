@@ -104,8 +104,9 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
     """Write a finished run atomically; refuse to overwrite a complete one. A damaged one (see
     :func:`check_run`) is moved to ``<root>/../corrupt/`` first. ``checkpoint``, when given, is kept in the
     folder as ``checkpoint.pt``; ``weights`` (the final ``state_dict``), as ``weights.pt`` on the CPU, covered
-    by the summary's checksums like the spec and the history (see :func:`read_weights`). A full disk or a folder that cannot be written raises :class:`StoreError`
-    naming the path; nothing is left half-written."""
+    by the summary's checksums like the spec and the history (see :func:`read_weights`). A complete run that
+    lacks the weights its spec keeps (:func:`lacks_weights`) is replaced when they are given. A full disk or a
+    folder that cannot be written raises :class:`StoreError` naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
     replaced = None
     if (final / SUMMARY).exists():
