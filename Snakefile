@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/hardware.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/interpolation.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/paper.smk"
 

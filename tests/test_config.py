@@ -66,7 +66,8 @@ def test_smoke_config_keeps_its_own_values_over_defaults():
     assert cfg["training"]["pack_size"] == 4  # set in the file
     assert cfg["training"]["threads"] == 1  # default
     assert cfg["evaluation"] == {"points": 5, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2},
-                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None}}
+                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None},
+                                 "interpolation": {"batch_sizes": None, "points": 25, "alpha_min": -1.0, "alpha_max": 2.0}}
     assert cfg["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999]}
 
 
@@ -88,7 +89,8 @@ def test_minimal_config_gets_every_default_and_input_is_not_mutated():
     assert cfg["warmup"]["fraction"] == 0
     assert cfg["schedule"] == {"kind": "constant", "final_factor": 0.0, "milestones": [0.5, 0.75], "gamma": 0.1}
     assert cfg["evaluation"] == {"points": 20, "batch_size": 1000, "noise_scale": {"pairs": 4, "big_batch_factor": 8, "big_batch_max": 2048, "every": 2},
-                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None}}
+                                 "sharpness": {"epsilons": [0.001, 0.0005], "steps": 10, "examples": 1000, "batch_sizes": None},
+                                 "interpolation": {"batch_sizes": None, "points": 25, "alpha_min": -1.0, "alpha_max": 2.0}}
     assert cfg["training"]["pack_size"] == 16
     assert cfg["training"]["device"] == "auto"
 
@@ -330,6 +332,9 @@ INVALID = {
     "targets": ({"targets": [0]}, "targets[0]"),
     "seeds": ({"seeds": []}, "seeds"),
     "evaluation": ({"evaluation": {"every": 3}}, "every"),
+    "interpolation pair": ({"evaluation": {"interpolation": {"batch_sizes": [8, 64]}}}, "evaluation.interpolation.batch_sizes"),
+    "interpolation one size": ({"evaluation": {"interpolation": {"batch_sizes": [8]}}}, "evaluation.interpolation.batch_sizes"),
+    "interpolation alphas": ({"evaluation": {"interpolation": {"alpha_min": 2.0, "alpha_max": 1.0}}}, "evaluation.interpolation.alpha_min"),
     "device": ({"training": {"device": "tpu"}}, "training.device"),
     "mem": ({"training": {"mem_mb": 10}}, "training.mem_mb"),
     "precision": ({"precision": 16}, "precision"),

@@ -39,6 +39,7 @@ def test_expand_specs_are_fully_resolved():
         "version", "dataset", "dataset_options", "arch", "model_options", "batch_size", "lr", "lr_grid_value",
         "lr_scaling", "lr_reference_batch_size", "steps", "budget", "optimizer", "warmup", "schedule", "seed",
         "eval_points", "noise_scale", "sharpness", "divergence_loss_factor", "precision", "run_id",
+        "keep_weights",  # the tiny study's two batch sizes are the ends of its interpolation
     }
     assert spec["version"] == grid.TRAINING_VERSION
     assert spec["dataset_options"] == {"num_samples": 300, "seed": 42}
@@ -351,3 +352,23 @@ def test_receipt_path_is_per_pack(many_specs):
     packs = grid.packs(many_specs, {s["run_id"] for s in many_specs}, 2)
     paths = {grid.receipt_path(p) for p in packs}
     assert len(paths) == len(packs) and all(p.startswith("results/packs/") for p in paths)
+
+
+def test_interpolation_marks_only_the_runs_at_its_two_batch_sizes():
+    def marked(**interp):
+        specs = expand(batch_sizes=[8, 16, 32], architectures=["mlp", "logreg"],
+                       overrides={"logreg": {"batch_sizes": [16, 64]}}, evaluation={"points": 3, "interpolation": interp})
+        return {(s["arch"], s["batch_size"]) for s in specs if s.get("keep_weights")}, specs
+
+    default, specs = marked()  # the smallest and the largest batch size of each architecture
+    assert default == {("mlp", 8), ("mlp", 32), ("logreg", 16), ("logreg", 64)}
+    assert all(s.get("keep_weights") in (None, True) for s in specs)
+    off, unmarked = marked(points=0)
+    assert off == set()
+    assert [s["run_id"] for s in specs] == [s["run_id"] for s in unmarked]  # keeping weights is not in the id
+    cfg = config.validate(dict(TINY, batch_sizes=[8, 16, 32], evaluation={"interpolation": {"batch_sizes": [32, 16]}}))
+    assert grid.interpolation_ends(cfg, "mlp") == (16, 32)
+    assert {s["batch_size"] for s in grid.expand(cfg) if s.get("keep_weights")} == {16, 32}
+    assert grid.interpolation_jobs(cfg) == [{"dataset": "mnist1d", "arch": "mlp", "small_batch": 16, "large_batch": 32}]
+    single = config.validate(dict(TINY, batch_sizes=[8]))
+    assert grid.interpolation_ends(single, "mlp") is None and grid.interpolation_jobs(single) == []

@@ -229,7 +229,7 @@ def test_compute_claim_verdicts(macros):
     claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
                            "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven",
-                           "ClaimFour", "ClaimFive", "ClaimTenCrit"}
+                           "ClaimFour", "ClaimFive", "ClaimTenCrit", "ClaimEightInterp"}
     for name, text in claims.items():
         assert VERDICT.fullmatch(text), (name, text)
     assert macros["ClaimFive"].startswith("cannot be tested")  # no run of this study changes its batch size
@@ -446,3 +446,34 @@ def test_critical_batch_figure_draws_the_fitted_trade_off(aggregated):
             examples, steps = fit[0].get_xdata(), fit[0].get_ydata()
             b = examples / steps  # every point of the curve lies on S = S_min + E_min / B
             assert steps == pytest.approx(fits.loc[arch, "s_min"] + fits.loc[arch, "e_min"] / b)
+def _interpolation_table() -> pd.DataFrame:
+    """Seed pairs whose train loss along alpha is known: 1 + s (alpha^2 below 0) + l ((alpha-1)^2 above 1),
+    plus a bump of 0.3 at alpha 0.5 and seed offsets of -0.1 and +0.1 (which the seed mean cancels)."""
+    rows = []
+    for arch, s, l in (("mlp", 1.0, 4.0), ("logreg", 2.0, 0.5)):
+        for seed, offset in ((0, -0.1), (1, 0.1)):
+            for alpha in [-1 + i / 4 for i in range(13)]:
+                loss = 1 + s * min(alpha, 0) ** 2 + l * max(alpha - 1, 0) ** 2 + (0.3 if alpha == 0.5 else 0) + offset
+                for split in ("train", "test"):
+                    rows.append({"dataset": "mnist1d", "arch": arch, "small_batch": 8, "large_batch": 128,
+                                 "small_lr": 0.1, "large_lr": 0.4, "seed": seed, "small_run_id": "a",
+                                 "large_run_id": "b", "alpha": alpha, "split": split,
+                                 "loss": loss + (split == "test"), "accuracy": 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_interpolation_numbers_and_the_steeper_side_of_claim_eight(aggregated):
+    values = numbers.interpolation_numbers(_interpolation_table())
+    assert values["InterpDelta"] == "0.5" and values["InterpPoints"] == "13" and values["InterpSeeds"] == "2"
+    assert values["InterpAlphaMin"] == "\\ensuremath{-1}" and values["InterpAlphaMax"] == "2"
+    assert (values["InterpSmallBMlp"], values["InterpLargeBMlp"]) == ("8", "128")
+    assert float(values["InterpRiseSmallMlp"]) == pytest.approx(0.25) and float(values["InterpRiseLargeMlp"]) == pytest.approx(1.0)
+    assert float(values["InterpRiseSmallLogreg"]) == pytest.approx(0.5) and float(values["InterpRiseLargeLogreg"]) == pytest.approx(0.125)
+    assert float(values["InterpBarrierMlp"]) == pytest.approx(0.3)
+    assert values["ClaimEightInterp"] == "holds for 1 of 2 architectures (not for logistic regression)"
+    assert values["InterpRiseLargeCnnOneD"] == numbers.NA
+    # without an interpolation table (or an empty one) the paper still builds, and says so
+    runs, history = aggregated[1], aggregated[0]
+    none = numbers.compute(runs, history)
+    assert none["ClaimEightInterp"] == "cannot be tested on this study" and none["InterpDelta"] == numbers.NA
+    assert numbers.compute(runs, history, interpolation=_interpolation_table())["InterpRiseLargeMlp"] == values["InterpRiseLargeMlp"]

@@ -230,3 +230,38 @@ def test_a_read_only_results_folder_fails_with_its_path(tmp_path):
             store.write_run(folder / "runs", SPEC, HISTORY, SUMMARY)
     store.check_writable(tmp_path / "not" / "yet" / "made")  # checked in the nearest folder that exists
     assert not (tmp_path / "not").exists()
+
+
+def test_kept_weights_are_read_back_equal_and_covered_by_the_checksums(tmp_path):
+    import torch
+
+    weights = {"0.weight": torch.randn(3, 4), "1.running_mean": torch.randn(3), "1.num_batches_tracked": torch.tensor(7)}
+    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights=weights)
+    back = store.read_weights(tmp_path, SPEC["run_id"])
+    assert back.keys() == weights.keys() and all(torch.equal(back[k], weights[k]) for k in weights)
+    assert store.WEIGHTS in store.read_summary(tmp_path, SPEC["run_id"])["checksums"]
+    with pytest.raises(store.DamagedRunError, match="no final weights"):  # a run that kept none
+        store.write_run(tmp_path, OTHER, HISTORY, dict(SUMMARY, run_id=OTHER["run_id"]))
+        store.read_weights(tmp_path, OTHER["run_id"])
+    path = tmp_path / SPEC["run_id"] / store.WEIGHTS
+    path.write_bytes(path.read_bytes()[:-8])  # truncated: the run is damaged, its weights never read
+    assert "weights.pt does not match its checksum" in store.check_run(tmp_path, SPEC["run_id"])
+    with pytest.raises(store.DamagedRunError, match="weights.pt"):
+        store.read_weights(tmp_path, SPEC["run_id"])
+
+
+def test_a_complete_run_without_the_weights_it_now_keeps_is_replaced_by_one_with_them(tmp_path):
+    import torch
+
+    assert SPEC.get("keep_weights")  # the tiny study's batch sizes are both ends of its interpolation
+    before = {k: v for k, v in SPEC.items() if k != "keep_weights"}
+    store.write_run(tmp_path, before, HISTORY, SUMMARY)  # written before the run was an end
+    assert not store.lacks_weights(tmp_path, before) and store.lacks_weights(tmp_path, SPEC)
+    with pytest.raises(FileExistsError):  # nothing to add: never overwritten
+        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
+    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.ones(2)})
+    assert not store.lacks_weights(tmp_path, SPEC) and store.check_run(tmp_path, SPEC["run_id"]) is None
+    assert torch.equal(store.read_weights(tmp_path, SPEC["run_id"])["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == [SPEC["run_id"]]  # the old copy is gone, nothing left over
+    with pytest.raises(FileExistsError):
+        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.zeros(2)})

@@ -90,12 +90,13 @@ def test_smoke_study_builds_everything(smoke):
     specs = smoke_specs()
     pdf = smoke / "paper" / "paper.pdf"
     assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
-    for notebook in ("learning_rate", "batch_size"):
+    for notebook in ("learning_rate", "batch_size", "interpolation"):
         assert (smoke / "results" / "notebooks" / f"{notebook}.ipynb").exists()
         assert "<html" in (smoke / "results" / "notebooks" / f"{notebook}.html").read_text()[:2000].lower()
     tex = [ROOT / "paper" / "paper.tex", *(ROOT / "paper" / "sections").glob("*.tex")]
     figures = {m for path in tex for m in re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\.pdf\}", path.read_text())}
-    assert {"accuracy_vs_base_lr", "noise_scale", "distance", "critical_batch", "noise_temperature"} <= figures
+    assert {"accuracy_vs_base_lr", "noise_scale", "distance", "critical_batch", "noise_temperature",
+            "interpolation", "sharpness", "time_to_target"} <= figures
     for figure in figures:  # every figure the paper includes
         assert (smoke / "paper" / "figures" / f"{figure}.pdf").stat().st_size > 1000
         assert (smoke / "paper" / "figures" / f"{figure}.png").stat().st_size > 1000
@@ -409,3 +410,37 @@ def test_smoke_study_measures_hardware_and_times_to_target(smoke):
     config = edited(SMOKE, smoke / "one_lr_less.yaml", learning_rates={"base": [0.001, 0.004], "scaling": "linear"})
     jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
     assert "measure_hardware" not in jobs and jobs.get("render_figures_hardware") == 1
+def test_the_smoke_study_interpolates_each_architecture_between_its_smallest_and_largest_batch(smoke):
+    specs = smoke_specs()
+    table = pd.read_parquet(smoke / "results" / "tables" / "interpolation.parquet")
+    assert sorted(table["arch"].unique()) == ["cnn1d", "logreg", "mlp"]
+    assert set(zip(table["small_batch"], table["large_batch"])) == {(8, 256)}
+    assert table.groupby(["arch", "seed", "split"])["alpha"].nunique().eq(25).all()
+    kept = {s["run_id"] for s in specs if s.get("keep_weights")}
+    assert {s["batch_size"] for s in specs if s["run_id"] in kept} == {8, 256}
+    for s in specs:  # exactly the runs at the two ends keep their weights
+        assert (smoke / "results" / "runs" / s["run_id"] / store.WEIGHTS).exists() == (s["run_id"] in kept)
+    assert set(table["small_run_id"]) | set(table["large_run_id"]) <= kept
+    numbers = (smoke / "paper" / "numbers.tex").read_text()
+    assert re.search(r"\\newcommand\{\\ClaimEightInterp\}\{(holds|does not hold)", numbers)
+    # a different alpha grid evaluates again without training
+    config = edited(SMOKE, smoke / "alphas.yaml", evaluation={"points": 5, "interpolation": {"points": 7}})
+    jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
+    assert not any(k.startswith("train_pack_") for k in jobs) and jobs.get("interpolate_solutions") == 3
+
+
+def test_a_complete_end_run_without_weights_is_trained_again_alone(smoke, tmp_path):
+    """A run store from before the interpolation: its end runs are complete but kept no weights."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    spec = next(s for s in smoke_specs() if s.get("keep_weights"))
+    runs = work / "results" / "runs"
+    old_spec, summary, history = store.read_run(runs / spec["run_id"])
+    shutil.rmtree(runs / spec["run_id"])
+    store.write_run(runs, {k: v for k, v in old_spec.items() if k != "keep_weights"}, history.to_pandas(),
+                    {k: v for k, v in summary.items() if k != "checksums"})
+    assert store.lacks_weights(runs, spec)
+    result = snakemake(work, "-n", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr
+    trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
+    assert len(trained) == 1 and f"1 run(s) to train into results/runs/: {spec['run_id']}" in result.stdout

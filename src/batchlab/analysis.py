@@ -271,3 +271,61 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=TIME_COLUMNS)
     return pd.concat(rows, ignore_index=True)[TIME_COLUMNS]
+def sharpness_at_best(runs: pd.DataFrame) -> pd.DataFrame:
+    """The epsilon-sharpness of the final weights (runs-table columns ``final_sharpness_<epsilon>``) per
+    (dataset, arch, batch size) at that batch size's best learning rate: per epsilon, the mean and standard
+    deviation over the seeds that did not diverge, and their count. Empty where nothing was measured."""
+    columns = ["dataset", "arch", "batch_size", "lr", "epsilon", "sharpness", "sharpness_std", "seeds"]
+    measured = [c for c in runs.columns if c.startswith("final_sharpness_")]
+    if not measured or runs[measured].isna().all().all():
+        return pd.DataFrame(columns=columns)
+    best = best_per_batch(seed_mean(runs))[["dataset", "arch", "batch_size", "lr"]]
+    at = runs[~runs["diverged"].astype(bool)].merge(best, on=["dataset", "arch", "batch_size", "lr"])
+    long = at.melt(id_vars=["dataset", "arch", "batch_size", "lr"], value_vars=measured, var_name="epsilon",
+                   value_name="phi").dropna(subset=["phi"])
+    long["epsilon"] = long["epsilon"].str.rsplit("_", n=1).str[1].astype(float)
+    g = long.groupby(["dataset", "arch", "batch_size", "lr", "epsilon"], sort=True)["phi"]
+    out = pd.DataFrame({"sharpness": g.mean(), "sharpness_std": g.std(ddof=0), "seeds": g.size()}).reset_index()
+    return out[columns]
+
+
+def interpolation_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """The interpolation table (:mod:`batchlab.interpolation`) averaged over seeds: per (dataset, arch, small
+    and large batch, alpha, split) the mean loss and accuracy, their standard deviations and the seeds."""
+    keys = ["dataset", "arch", "small_batch", "large_batch", "split", "alpha"]
+    columns = keys + ["loss", "accuracy", "loss_std", "accuracy_std", "seeds"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    g = table.groupby(keys, sort=True)
+    out = g[["loss", "accuracy"]].mean()
+    out["loss_std"] = g["loss"].std(ddof=0)
+    out["accuracy_std"] = g["accuracy"].std(ddof=0)
+    out["seeds"] = g.size()
+    return out.reset_index()[columns]
+
+
+def interpolation_rises(curves: pd.DataFrame, delta: float = 0.5, split: str = "train") -> pd.DataFrame:
+    """How steeply the seed-mean ``split`` loss rises beyond each solution along the interpolation line: per
+    (dataset, arch), with ``d`` the positive alpha step nearest ``delta`` present on both sides, the rise from
+    alpha 0 to -d (beyond the small-batch solution) and from alpha 1 to 1 + d (beyond the large-batch one),
+    and the largest loss between the two minus the larger of their losses (the barrier, 0 if none)."""
+    columns = ["dataset", "arch", "small_batch", "large_batch", "delta", "loss_small", "loss_large",
+               "rise_small", "rise_large", "barrier"]
+    rows = []
+    for (dataset, arch, small_b, large_b), c in curves[curves["split"] == split].groupby(
+            ["dataset", "arch", "small_batch", "large_batch"], sort=True):
+        loss = dict(zip(np.round(c["alpha"].to_numpy(float), 9), c["loss"].to_numpy(float)))
+        if 0.0 not in loss or 1.0 not in loss:
+            continue
+        steps = sorted({round(-a, 9) for a in loss if a < 0} & {round(a - 1, 9) for a in loss if a > 1},
+                       key=lambda d: (abs(d - delta), d))
+        d = steps[0] if steps else math.nan
+        between = [v for a, v in loss.items() if 0 <= a <= 1]
+        rows.append({
+            "dataset": dataset, "arch": arch, "small_batch": int(small_b), "large_batch": int(large_b), "delta": d,
+            "loss_small": loss[0.0], "loss_large": loss[1.0],
+            "rise_small": loss[round(-d, 9)] - loss[0.0] if steps else math.nan,
+            "rise_large": loss[round(1 + d, 9)] - loss[1.0] if steps else math.nan,
+            "barrier": max(0.0, max(between) - max(loss[0.0], loss[1.0])),
+        })
+    return pd.DataFrame(rows, columns=columns)

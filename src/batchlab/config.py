@@ -210,6 +210,17 @@ def _check_semantics(config: dict) -> None:
                         f"'{prefix}batch_sizes[{i}]': value {b} is larger than the training set of {dataset!r} "
                         f"({n_train} examples); allowed: 1 to {n_train}"
                     )
+    interp = config["evaluation"]["interpolation"]
+    if interp["points"] and interp["alpha_min"] >= interp["alpha_max"]:
+        raise ConfigError(f"'evaluation.interpolation.alpha_min': {interp['alpha_min']} is not below alpha_max "
+                          f"{interp['alpha_max']}; allowed: a number smaller than alpha_max")
+    if interp["points"] and interp["batch_sizes"] is not None:
+        for arch in config["architectures"]:
+            sizes = arch_settings(config, arch)["batch_sizes"]
+            missing = [b for b in interp["batch_sizes"] if b not in sizes]
+            if missing:
+                raise ConfigError(f"'evaluation.interpolation.batch_sizes': {missing[0]} is not a batch size of "
+                                  f"architecture {arch!r}; allowed: two of {sorted(sizes)}, or null")
     n_runs = sum(
         len(arch_settings(config, a)["batch_sizes"]) * len(_lr_values(arch_settings(config, a)["learning_rates"]))
         for a in config["architectures"]

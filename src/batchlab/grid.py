@@ -22,6 +22,9 @@ from batchlab.config import arch_settings
 
 # Bump when a change to training changes what a spec means; every run id changes with it.
 TRAINING_VERSION = 1
+# Spec keys that say what a run keeps besides its results, not what it computes: left out of its id, so
+# marking a run to keep its final weights (evaluation.interpolation) never changes which run it is.
+UNHASHED = ("keep_weights",)
 
 
 def scale_lr(base: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
@@ -58,7 +61,7 @@ def spec_hash(spec: dict) -> str:
 def run_id(spec: dict) -> str:
     """Readable prefix plus the first 10 hex digits of the spec's hash."""
     prefix = f"{spec['dataset']}-{spec['arch']}-b{spec['batch_size']}-lr{spec['lr']:.3g}-s{spec['seed']}"
-    return f"{prefix}-{spec_hash(spec)[:10]}"
+    return f"{prefix}-{spec_hash(without_id(spec))[:10]}"
 
 
 def _number(value):
@@ -101,6 +104,7 @@ def expand(config: dict) -> list[dict]:
             s = arch_settings(config, arch)
             lrs, rule, ref = _lr_grid(s["learning_rates"])
             warmup = s["warmup"]
+            ends = interpolation_ends(config, arch)
             for batch_size in s["batch_sizes"]:
                 steps = resolve_steps(s["budget"], batch_size, n_train)
                 for lr0 in lrs:
@@ -129,6 +133,8 @@ def expand(config: dict) -> list[dict]:
                             "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                             "precision": config["precision"],
                         }
+                        if ends and batch_size in ends:  # not hashed: the run keeps its id
+                            spec["keep_weights"] = True
                         spec["run_id"] = run_id(spec)
                         specs.append(spec)
     return specs
@@ -155,9 +161,32 @@ def sharpness_settings(settings: dict, batch_size: int) -> dict:
             "examples": int(settings["examples"])}
 
 
+def interpolation_ends(config: dict, arch: str) -> tuple[int, int] | None:
+    """The small and the large batch size between whose solutions an architecture's weights are
+    interpolated (``evaluation.interpolation``): the listed pair, or by default the smallest and the largest
+    of its batch sizes; None where it is switched off (``points: 0``) or the architecture has one batch size."""
+    settings = config["evaluation"]["interpolation"]
+    sizes = sorted(int(b) for b in arch_settings(config, arch)["batch_sizes"])
+    ends = sorted(int(b) for b in settings["batch_sizes"]) if settings["batch_sizes"] is not None else sizes[:1] + sizes[-1:]
+    if not settings["points"] or len(set(ends)) < 2:
+        return None
+    return ends[0], ends[-1]
+
+
+def interpolation_jobs(config: dict) -> list[dict]:
+    """One interpolation job per dataset and architecture that has one: its names and its two batch sizes."""
+    jobs = []
+    for dataset in config["datasets"]:
+        for arch in config["architectures"]:
+            ends = interpolation_ends(config, arch)
+            if ends:
+                jobs.append({"dataset": dataset, "arch": arch, "small_batch": ends[0], "large_batch": ends[1]})
+    return jobs
+
+
 def without_id(spec: dict) -> dict:
-    """The spec as hashed (``run_id`` removed)."""
-    return {k: v for k, v in spec.items() if k != "run_id"}
+    """The spec as hashed (``run_id`` and the :data:`UNHASHED` keys removed)."""
+    return {k: v for k, v in spec.items() if k != "run_id" and k not in UNHASHED}
 
 
 @dataclass(frozen=True)

@@ -275,10 +275,45 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
     return values
 
 
+def interpolation_numbers(table: pd.DataFrame | None) -> dict[str, str]:
+    """Claim 8's second half (Keskar et al.): along the 1-D interpolation between each architecture's small-
+    and large-batch solutions (the study's first dataset), the rise of the seed-mean train loss over a step
+    ``d`` beyond each solution (alpha 0 to -d, alpha 1 to 1 + d; ``d`` the step nearest 0.5 on the grid) and
+    the barrier between them; the curve is steeper on the large-batch side for an architecture where the
+    rise beyond alpha 1 is the larger."""
+    table = table if table is not None else pd.DataFrame(columns=["dataset", "alpha"])
+    if len(table):
+        table = table[table["dataset"] == table["dataset"].iloc[0]]
+    rises = analysis.interpolation_rises(analysis.interpolation_curves(table))
+    alphas = sorted(table["alpha"].unique())
+    values = {"InterpPoints": str(len(alphas)) if alphas else NA,
+              "InterpAlphaMin": num(alphas[0], "g") if alphas else NA,
+              "InterpAlphaMax": num(alphas[-1], "g") if alphas else NA,
+              "InterpDelta": num(rises["delta"].iloc[0], "g") if len(rises) else NA,
+              "InterpSeeds": str(table["seed"].nunique()) if len(table) else NA}
+    holds = {}
+    for arch in models.ARCHITECTURES:
+        r = rises[rises["arch"] == arch]
+        row = r.iloc[0] if len(r) else None
+        get = lambda key: float(row[key]) if row is not None else math.nan  # noqa: E731
+        values.update({
+            macro_name("InterpSmallB", arch): str(int(row["small_batch"])) if row is not None else NA,
+            macro_name("InterpLargeB", arch): str(int(row["large_batch"])) if row is not None else NA,
+            macro_name("InterpRiseSmall", arch): num(get("rise_small"), ".3g"),
+            macro_name("InterpRiseLarge", arch): num(get("rise_large"), ".3g"),
+            macro_name("InterpBarrier", arch): num(get("barrier"), ".3g"),
+        })
+        if math.isfinite(get("rise_small")) and math.isfinite(get("rise_large")):
+            holds[arch] = get("rise_large") > get("rise_small")
+    values["ClaimEightInterp"] = verdict(holds)
+    return values
+
+
 def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
-            hardware: pd.DataFrame | None = None) -> dict[str, str]:
+            hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
     """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
-    table (batchlab.hardware), when measured."""
+    table (batchlab.hardware), when measured, and ``interpolation`` the interpolation table, when the study
+    has one."""
     archs = list(dict.fromkeys(runs["arch"]))
     first = runs.iloc[0]
     values = {
@@ -326,6 +361,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     values.update(critical_batch_numbers(runs, history))
     values.update(dynamics_numbers(runs, history))
     values.update(hardware_numbers(runs, hardware))
+    values.update(interpolation_numbers(interpolation))
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]
@@ -342,9 +378,9 @@ def to_latex(values: dict[str, str]) -> str:
 
 
 def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study",
-          hardware: pd.DataFrame | None = None) -> dict[str, str]:
+          hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
     """Compute every macro and write them to ``path``; return them."""
-    values = compute(runs, history, study, hardware)
+    values = compute(runs, history, study, hardware, interpolation)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(to_latex(values))
     return values

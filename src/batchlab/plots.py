@@ -452,3 +452,70 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
                 labels.append(text)
     fig.legend(handles, labels, loc="outside lower center", ncols=3)
     return fig
+def _empty(message: str) -> plt.Figure:
+    """A one-panel figure that says why there is nothing to draw (the study measured none of it)."""
+    fig, ax = plt.subplots(figsize=(WIDTH, PANEL_HEIGHT), constrained_layout=True)
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig
+
+
+def interpolation(table: pd.DataFrame) -> plt.Figure:
+    """(h) The 1-D interpolation theta(alpha) = alpha theta_large + (1 - alpha) theta_small between the
+    small-batch (alpha 0) and the large-batch (alpha 1) solution of each architecture (Keskar et al. 2017):
+    train and test loss (left axis) and accuracy (right axis) along alpha, means over seeds."""
+    curves = analysis.interpolation_curves(table)
+    if curves.empty:
+        return _empty("no interpolation in this study (evaluation.interpolation)")
+    fig, axes = _panels(curves)
+    loss_color, acc_color = "tab:blue", "tab:orange"
+    last_in_row = {d: arch for d, arch in axes}  # panels are placed left to right
+    for (d, arch), ax in axes.items():
+        sub = curves[(curves["dataset"] == d) & (curves["arch"] == arch)]
+        twin = ax.twinx()
+        for split, ls in (("train", "-"), ("test", "--")):
+            c = sub[sub["split"] == split].sort_values("alpha")
+            ax.plot(c["alpha"], c["loss"], ls, color=loss_color)
+            twin.plot(c["alpha"], 100 * c["accuracy"], ls, color=acc_color)
+        small, large = int(sub["small_batch"].iloc[0]), int(sub["large_batch"].iloc[0])
+        lo, hi = float(sub["alpha"].min()), float(sub["alpha"].max())
+        ticks = sorted({lo, 0.0, 1.0, hi})
+        names = {0.0: f"0\nB={small}", 1.0: f"1\nB={large}"}
+        ax.set_xticks(ticks, [names.get(t, f"{t:g}".replace("-", "−")) for t in ticks])
+        for alpha in (0.0, 1.0):  # the two solutions
+            ax.axvline(alpha, color="0.4", lw=0.6, ls=":")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("α")
+        if ax is next(a for (dd, _), a in axes.items() if dd == d):
+            ax.set_ylabel("cross-entropy", color=loss_color)
+        twin.set_ylim(0, 100)
+        twin.grid(False)
+        twin.spines["right"].set_visible(True)
+        if arch == last_in_row[d]:
+            twin.set_ylabel("accuracy (%)", color=acc_color)
+    handles = [plt.Line2D([], [], color=col, ls=ls) for col in (loss_color, acc_color) for ls in ("-", "--")]
+    fig.legend(handles, ["train loss", "test loss", "train accuracy", "test accuracy"], loc="outside right center")
+    return fig
+
+
+def sharpness(runs: pd.DataFrame) -> plt.Figure:
+    """(i) The epsilon-sharpness of the final weights (Keskar et al. 2017) at each batch size's best learning
+    rate against batch size, one line per box size epsilon: mean over seeds, bars one standard deviation."""
+    phi = analysis.sharpness_at_best(runs)
+    if phi.empty:
+        return _empty("no sharpness measured in this study (evaluation.sharpness)")
+    fig, axes = _panels(phi)
+    epsilons = sorted(phi["epsilon"].unique(), reverse=True)
+    colors = {e: plt.get_cmap("plasma")(0.15 + 0.6 * i / max(1, len(epsilons) - 1)) for i, e in enumerate(epsilons)}
+    for (d, arch), ax in axes.items():
+        sub = phi[(phi["dataset"] == d) & (phi["arch"] == arch)]
+        for e in epsilons:
+            c = sub[sub["epsilon"] == e].sort_values("batch_size")
+            ax.errorbar(c["batch_size"], c["sharpness"], yerr=c["sharpness_std"], fmt="-o", color=colors[e],
+                        capsize=2, label=f"ε = {e:g}")
+        ax.set_ylim(bottom=0)
+        _log2_axis(ax, sub["batch_size"])
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("sharpness φ(ε) (%)")
+    _legend(fig, axes)
+    return fig

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pandas is imported where histories are read or written, not
 SPEC, HISTORY, SUMMARY = "spec.json", "history.arrow", "summary.json"
 LEGACY_HISTORY = "history.parquet"
 CHECKPOINT = "checkpoint.pt"  # a finished run's final state, kept only when training.checkpoint.keep is set
+WEIGHTS = "weights.pt"  # a finished run's final parameters and buffers, for runs whose spec keeps them
 CORRUPT = "corrupt"  # beside the run store: damaged run folders, moved out of the way, never deleted
 
 
@@ -98,17 +99,24 @@ def is_complete(root: str | Path, run_id: str) -> bool:
     return summary_path(root, run_id).exists()
 
 
-def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None) -> Path:
+def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None,
+              weights: dict | None = None) -> Path:
     """Write a finished run atomically; refuse to overwrite a complete one. A damaged one (see
     :func:`check_run`) is moved to ``<root>/../corrupt/`` first. ``checkpoint``, when given, is kept in the
-    folder as ``checkpoint.pt``. A full disk or a folder that cannot be written raises :class:`StoreError`
-    naming the path; nothing is left half-written."""
+    folder as ``checkpoint.pt``; ``weights`` (the final ``state_dict``), as ``weights.pt`` on the CPU, covered
+    by the summary's checksums like the spec and the history (see :func:`read_weights`). A complete run that
+    lacks the weights its spec keeps (:func:`lacks_weights`) is replaced when they are given. A full disk or a
+    folder that cannot be written raises :class:`StoreError` naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
+    replaced = None
     if (final / SUMMARY).exists():
         problem = check_run(root, spec["run_id"])
-        if problem is None:
+        if problem is None and not (weights is not None and lacks_weights(root, spec)):
             raise FileExistsError(f"run {spec['run_id']} is already complete in {final}; it is never overwritten")
-        set_aside(root, spec["run_id"])
+        if problem is None:  # the same run, complete but without the final weights it is now asked to keep
+            replaced = final.parent / f".{final.name}.replaced-{os.getpid()}"
+        else:
+            set_aside(root, spec["run_id"])
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -120,17 +128,27 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
             import torch
 
             torch.save(checkpoint, tmp / CHECKPOINT)
-        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY)})
+        if weights is not None:
+            import torch
+
+            torch.save({name: t.detach().cpu() for name, t in weights.items()}, tmp / WEIGHTS)
+        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY, WEIGHTS)
+                                           if (tmp / name).exists()})
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
         for f in tmp.iterdir():  # data on disk before the rename makes the run visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
+        if replaced is not None:  # swapped for this copy, which has the weights; then removed
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.rename(final, replaced)
+        elif final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
             if any(final.iterdir()):
                 set_aside(root, spec["run_id"])
             else:
                 final.rmdir()
         os.rename(tmp, final)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError.of(error, f"cannot write run {spec['run_id']} to {final.parent}") from error
@@ -240,6 +258,32 @@ def damaged_runs(root: str | Path, run_ids) -> dict[str, str]:
             if problem:
                 damaged[run_id] = problem
     return damaged
+
+
+def lacks_weights(root: str | Path, spec: dict) -> bool:
+    """Whether ``spec``'s run is complete but without the final weights its spec asks it to keep (it was
+    trained before it became an end of the interpolation): such a run is trained again to keep them."""
+    if not spec.get("keep_weights") or not is_complete(root, spec["run_id"]):
+        return False
+    try:
+        return WEIGHTS not in (read_summary(root, spec["run_id"]).get("checksums") or {})
+    except (OSError, ValueError):  # unreadable: check_run reports it as damaged
+        return False
+
+
+def read_weights(root: str | Path, run_id: str) -> dict:
+    """A run's final parameters and buffers (``weights.pt``, on the CPU), after :func:`check_run`: a run
+    without kept weights, or a damaged one, raises :class:`DamagedRunError` naming the run and the fault."""
+    import torch
+
+    folder = run_dir(root, run_id)
+    problem = check_run(root, run_id)
+    if problem is None and WEIGHTS not in (read_summary(root, run_id).get("checksums") or {}):
+        problem = ("it kept no final weights (weights.pt): its spec has no keep_weights; the config's "
+                   "evaluation.interpolation marks the runs that keep them")
+    if problem:
+        raise DamagedRunError(f"run {run_id} in {root}: {problem}")
+    return torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
 
 
 def read_summary(root: str | Path, run_id: str) -> dict:

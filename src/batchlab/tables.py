@@ -30,6 +30,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def run_row(spec: dict, summary: dict) -> dict:
     """One row of the runs table: the flattened spec, derived quantities, and the summary."""
     row = flatten(spec)
+    row["keep_weights"] = bool(spec.get("keep_weights", False))  # a boolean column (absent from most specs)
     row["base_lr"] = spec["lr"] / spec["batch_size"]
     momentum = spec["optimizer"].get("momentum", 0.0)
     row["noise_temperature"] = spec["lr"] / (spec["batch_size"] * (1.0 - momentum))

@@ -285,14 +285,15 @@ def evaluate_members(model: batched.StackedModel, members: list[torch.nn.Module]
 def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device, progress=None,
                   eval_batch_size: int = 1000, final_states: list | None = None,
                   checkpoints: Checkpointer | None = None, resume: list[dict] | None = None,
-                  on_finish=None) -> list[tuple[pd.DataFrame, dict]]:
+                  on_finish=None, kept_weights: dict | None = None) -> list[tuple[pd.DataFrame, dict]]:
     """Train the runs of a pack at once as one stacked model (batchlab.batched); return each run's history and
     summary, as :func:`train_run` would for the run alone. The runs share dataset, architecture, batch size,
     step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when
     given, receives each member's parameters and buffers, named as in its own model. ``checkpoints`` and
     ``resume`` (a checkpoint per member, all at the same step) as for :func:`train_run`, in the same format;
     ``on_finish(i, history, summary)`` is called as soon as member ``i`` is done (a diverged member before
-    the others)."""
+    the others); ``kept_weights``, when given, receives before it run id -> final parameters and buffers of
+    each member whose spec has ``keep_weights`` (a diverged member's as it diverged)."""
     x_train, y_train, x_test, y_test = (tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     first, k = specs[0], len(specs)
     n_classes = data.num_classes(first["dataset"], first["dataset_options"])
@@ -368,6 +369,8 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
             summary.update(final_sharpness(specs[i], members[i], x_train, y_train, diverged_at[i] is not None))
         if checkpoints is not None and checkpoints.keep:
             checkpoints.final[specs[i]["run_id"]] = member_checkpoint(i, [])
+        if kept_weights is not None and specs[i].get("keep_weights"):
+            kept_weights[specs[i]["run_id"]] = frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
         results[i] = (history, summary)
         if on_finish:
             on_finish(i, history, summary)
@@ -452,7 +455,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                     diverged_at[i], alive[i] = step, False
                     lrs[step:, i] = 0.0
                     just_diverged.append(i)
-                    if final_states is not None:
+                    if final_states is not None or kept_weights is not None:
                         frozen[i] = {n: t.detach().clone() for n, t in model.member_state(i).items()}
                     diverged_now.append(i)
 
@@ -531,10 +534,13 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     todo, resume = [], {}
     for k, spec in enumerate(specs, 1):
         problem = store.check_run(runs_root, spec["run_id"])
-        if problem is None:
+        if problem is None and store.lacks_weights(runs_root, spec):
+            log.info("run %d/%d %s is complete but kept no final weights, which the interpolation needs; "
+                     "trained again to keep them", k, len(specs), spec["run_id"])
+        elif problem is None:
             log.info("run %d/%d %s is already complete; skipped", k, len(specs), spec["run_id"])
             continue
-        if store.run_dir(runs_root, spec["run_id"]).exists():
+        elif store.run_dir(runs_root, spec["run_id"]).exists():
             log.warning("run %d/%d %s in %s is damaged: %s; trained again", k, len(specs), spec["run_id"], runs_root, problem)
         todo.append(spec)
         state = checkpoints.load(spec) if checkpoints is not None else None
@@ -548,10 +554,10 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"])
     done = 0
 
-    def finished(spec, history, summary):
+    def finished(spec, history, summary, weights=None):
         nonlocal done
         kept = checkpoints.final.pop(spec["run_id"], None) if checkpoints is not None else None
-        store.write_run(runs_root, spec, history, summary, checkpoint=kept)
+        store.write_run(runs_root, spec, history, summary, checkpoint=kept, weights=weights)
         if checkpoints is not None:  # only now: a run that could not be written resumes from it
             checkpoints.discard(spec["run_id"])
         done += 1
@@ -584,13 +590,18 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
                         loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
                     )
 
+                # the runs whose spec keeps its final weights (evaluation.interpolation) write them too
                 if chosen == "batched":
+                    kept: dict[str, dict] = {}
                     train_batched(members, tensors, dev, progress, eval_batch_size, checkpoints=checkpoints,
-                                  resume=states if states[0] is not None else None,
-                                  on_finish=lambda i, h, s, members=members: finished(members[i], h, s))
+                                  resume=states if states[0] is not None else None, kept_weights=kept,
+                                  on_finish=lambda i, h, s, members=members, kept=kept: finished(
+                                      members[i], h, s, kept.pop(members[i]["run_id"], None)))
                 else:
-                    finished(members[0], *train_run(members[0], tensors, dev, progress, eval_batch_size,
-                                                    checkpoints=checkpoints, resume=states[0]))
+                    weights = {} if members[0].get("keep_weights") else None
+                    history, summary = train_run(members[0], tensors, dev, progress, eval_batch_size,
+                                                 final_state=weights, checkpoints=checkpoints, resume=states[0])
+                    finished(members[0], history, summary, weights)
                 done_steps += sum(s["steps"] - start_step for s in members)
     log.info("pack finished in %s", _fmt_seconds(time.perf_counter() - t_start))
 

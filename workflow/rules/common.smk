@@ -42,10 +42,14 @@ for run_id, problem in DAMAGED.items():
         f"run {run_id} in {RUNS_ROOT}/ is damaged: {problem}; it will be trained "
         "again, and the damaged folder moved to results/corrupt/"
     )
+# A complete run that should keep its final weights (an end of the interpolation) but has none is trained
+# again to keep them (deterministic: the same numbers).
 INCOMPLETE = {
     s["run_id"]
     for s in RUNS
-    if s["run_id"] in DAMAGED or not store.is_complete(RUNS_ROOT, s["run_id"])
+    if s["run_id"] in DAMAGED
+    or not store.is_complete(RUNS_ROOT, s["run_id"])
+    or store.lacks_weights(RUNS_ROOT, s)
 }
 PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one

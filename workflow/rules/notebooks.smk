@@ -5,10 +5,13 @@ NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr", "noise_temperature"],
     "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale", "distance",
                    "grad_norms", "critical_batch"],
+    "interpolation": ["interpolation", "sharpness"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
-NOTEBOOK_TABLES = {}
+NOTEBOOK_TABLES = {
+    "interpolation": {"interpolation": "results/tables/interpolation.parquet"},
+}
 # time to target on this hardware (workflow/rules/hardware.smk)
 NOTEBOOKS["hardware"] = ["time_to_target"]
 NOTEBOOK_TABLES["hardware"] = {"hardware": "results/tables/hardware.parquet"}

@@ -7,6 +7,7 @@ rule write_numbers:
         history="results/tables/history.parquet",
         runs="results/tables/runs.parquet",
         hardware="results/tables/hardware.parquet",
+        interpolation="results/tables/interpolation.parquet",
     output:
         "paper/numbers.tex",
     log:

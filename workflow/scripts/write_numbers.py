@@ -13,5 +13,6 @@ values = numbers.write(
     snakemake.output[0],
     study=snakemake.params.study,
     hardware=pd.read_parquet(snakemake.input.hardware) if "hardware" in snakemake.input.keys() else None,
+    interpolation=pd.read_parquet(snakemake.input.interpolation),
 )
 logging.getLogger("batchlab.numbers").info("wrote %d macros to %s", len(values), snakemake.output[0])
