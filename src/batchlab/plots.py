@@ -480,10 +480,11 @@ def interpolation(table: pd.DataFrame) -> plt.Figure:
         small, large = int(sub["small_batch"].iloc[0]), int(sub["large_batch"].iloc[0])
         lo, hi = float(sub["alpha"].min()), float(sub["alpha"].max())
         ticks = sorted({lo, 0.0, 1.0, hi})
-        names = {0.0: f"0\nB={small}", 1.0: f"1\nB={large}"}
-        ax.set_xticks(ticks, [names.get(t, f"{t:g}".replace("-", "−")) for t in ticks])
-        for alpha in (0.0, 1.0):  # the two solutions
+        ax.set_xticks(ticks, [f"{t:g}".replace("-", "−") for t in ticks])
+        for alpha, b, align in ((0.0, small, "right"), (1.0, large, "left")):  # the two solutions, named on top
             ax.axvline(alpha, color="0.4", lw=0.6, ls=":")
+            ax.text(alpha, 0.98, f" B={b} ", transform=ax.get_xaxis_transform(), ha=align, va="top", fontsize=6,
+                    color="0.3")
         ax.set_ylim(bottom=0)
         ax.set_xlabel("α")
         if ax is next(a for (dd, _), a in axes.items() if dd == d):
