@@ -62,6 +62,7 @@ for pack in PACKS:
 
 wildcard_constraints:
     dataset="|".join(STUDY["datasets"]),
+    arch="|".join(STUDY["architectures"]),
 
 
 # Light jobs (data preparation, tables, notebooks, numbers, paper): run where snakemake runs (the login
@@ -74,5 +75,3 @@ LIGHT_RESOURCES = dict(mem_mb=2000, runtime=30, gpu=0, gpu_model="")
 def source(path):
     """A file of the batchlab source tree (the working directory may be elsewhere)."""
     return str(Path(workflow.basedir) / path)
-
-

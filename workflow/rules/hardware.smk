@@ -11,10 +11,6 @@ HARDWARE_PAIRS = (
 )
 
 
-wildcard_constraints:
-    arch="|".join(STUDY["architectures"]),
-
-
 # Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs only
 # when the config sets them (a cluster profile's default applies otherwise).
 HARDWARE_RESOURCES = dict(

@@ -6,10 +6,6 @@ INTERPOLATIONS = grid.interpolation_jobs(STUDY)
 INTERPOLATION = STUDY["evaluation"]["interpolation"]
 
 
-wildcard_constraints:
-    arch="|".join(STUDY["architectures"]),
-
-
 rule interpolate_solutions:
     input:
         runs="results/tables/runs.parquet",

@@ -3,8 +3,15 @@
 # paper) and PNG (for `snakemake --report`).
 NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr", "noise_temperature"],
-    "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale", "distance",
-                   "grad_norms", "critical_batch"],
+    "batch_size": [
+        "learning_curves",
+        "generalization_gap",
+        "steps_to_target",
+        "noise_scale",
+        "distance",
+        "grad_norms",
+        "critical_batch",
+    ],
     "interpolation": ["interpolation", "sharpness"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
@@ -23,10 +30,10 @@ for notebook, figures in NOTEBOOKS.items():
         name:
             f"render_figures_{notebook}"
         input:
+            **NOTEBOOK_TABLES.get(notebook, {}),
             notebook=source(f"workflow/notebooks/{notebook}.ipynb"),
             history="results/tables/history.parquet",
             runs="results/tables/runs.parquet",
-            **NOTEBOOK_TABLES.get(notebook, {}),
         output:
             executed=f"results/notebooks/{notebook}.ipynb",
             html=f"results/notebooks/{notebook}.html",
