@@ -108,3 +108,13 @@ def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
     curves["progress"] = curves["step"] / curves.groupby(["dataset", "arch", "batch_size"])["step"].transform("max")
     curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
     return curves[columns]
+
+
+def main_grid(runs: pd.DataFrame, history: pd.DataFrame | None = None):
+    """The main grid's runs (``variant`` empty or absent), and with ``history`` also its rows: what every
+    figure and number uses but the variants' own (see ``variants`` in the config)."""
+    keep = runs["variant"].fillna("") == "" if "variant" in runs else pd.Series(True, index=runs.index)
+    runs = runs[keep].reset_index(drop=True)
+    if history is None:
+        return runs
+    return runs, history[history["run_id"].isin(runs["run_id"])].reset_index(drop=True)
