@@ -137,7 +137,7 @@ class Plan:
             self.best, self.since_best = self.ema, 0
         else:
             self.since_best += 1
-        if self.since_best >= s["patience"] and len(self.drop_starts) < s["max_drops"]:
+        if self.since_best >= s["patience"] and len(self.drop_starts) < s["max_drops"] and step + 1 < self.spec["steps"]:
             self.left, self.since_best = s["steps"], 0
             self.drop_starts.append(step + 1)
 

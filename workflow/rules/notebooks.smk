@@ -4,6 +4,7 @@
 NOTEBOOKS = {
     "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr"],
     "batch_size": ["learning_curves", "generalization_gap", "steps_to_target", "noise_scale"],
+    "variants": ["batch_schedules", "budgets"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
