@@ -80,9 +80,10 @@ def test_dry_run_of_default_study_packs_every_run(tmp_path):
     jobs = jobs_of(result)
     train_jobs = {k: v for k, v in jobs.items() if k.startswith("train_pack_")}
     assert len(train_jobs) == len(packs)
-    assert sum(len(p.members) for p in packs) == len(specs) == 3 * 10 * 6 * 2
+    assert sum(len(p.members) for p in packs) == len(specs)
+    assert len([s for s in specs if "variant" not in s]) == 3 * 10 * 6 * 2
     for rule in ("prepare_dataset", "aggregate_runs", "render_figures_learning_rate", "render_figures_batch_size",
-                 "write_numbers", "build_paper", "all"):
+                 "render_figures_variants", "write_numbers", "build_paper", "all"):
         assert jobs.get(rule) == 1, rule
 
 
@@ -90,11 +91,11 @@ def test_smoke_study_builds_everything(smoke):
     specs = smoke_specs()
     pdf = smoke / "paper" / "paper.pdf"
     assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
-    for notebook in ("learning_rate", "batch_size"):
+    for notebook in ("learning_rate", "batch_size", "variants"):
         assert (smoke / "results" / "notebooks" / f"{notebook}.ipynb").exists()
         assert "<html" in (smoke / "results" / "notebooks" / f"{notebook}.html").read_text()[:2000].lower()
     for figure in ("accuracy_vs_base_lr", "heatmap", "best_lr", "learning_curves", "generalization_gap", "steps_to_target",
-                   "noise_scale"):
+                   "noise_scale", "batch_schedules", "budgets"):
         assert (smoke / "paper" / "figures" / f"{figure}.pdf").stat().st_size > 1000
         assert (smoke / "paper" / "figures" / f"{figure}.png").stat().st_size > 1000
     runs = pd.read_parquet(smoke / "results" / "tables" / "runs.parquet")
@@ -109,7 +110,11 @@ def test_smoke_study_builds_everything(smoke):
         assert column in runs.columns
     numbers = (smoke / "paper" / "numbers.tex").read_text()
     assert re.search(r"\\newcommand\{\\BestAccCnnOneD\}\{\d+\.\d\}", numbers)
-    assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len(specs), numbers)
+    assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len([s for s in specs if "variant" not in s]), numbers)
+    # the variants: their column in the tables, and claims 5 and 7 (fixed steps) with a verdict
+    assert set(runs["variant"]) == {"", *study_config.load(SMOKE)["variants"]} and "variant" in history
+    assert re.search(r"\\newcommand\{\\ClaimFive\}\{(holds|does not hold)\}", numbers)
+    assert re.search(r"\\newcommand\{\\ClaimSevenSteps\}\{(holds|does not hold)\}", numbers)
     # a training job's log shows progress
     log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
     assert re.search(r"runs? 1(-\d+)?/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)

@@ -169,7 +169,7 @@ def schedule_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     cells = schedule_cells(runs)
     if cells.empty:
         return pd.DataFrame(columns=columns)
-    ids = runs.merge(cells[["dataset", "arch", "variant", "batch_size", "lr", "role"]],
+    ids = runs.drop(columns=["role"], errors="ignore").merge(cells[["dataset", "arch", "variant", "batch_size", "lr", "role"]],
                      on=["dataset", "arch", "variant", "batch_size", "lr"])[["run_id", "role"]]
     h = history.drop(columns=[c for c in ("role",) if c in history]).merge(ids, on="run_id")
     if "current_batch_size" not in h:

@@ -287,6 +287,7 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
     values = {"VarTolerance": pct(GROWTH_TOLERANCE, 0)}
     grown = runs[analysis.variant_roles(runs) == "batch_growth"]
     values["VarGrowthFactor"] = num(grown["batch_schedule_factor"].iloc[0], "g") if len(grown) else NA
+    values["VarGrowthBatch"] = str(int(grown["batch_size"].min())) if len(grown) else NA
     dropped = runs[analysis.variant_roles(runs) == "batch_drop"]
     values["VarDropSmallBatch"] = str(int(dropped["batch_schedule_small_batch"].iloc[0])) if len(dropped) else NA
     values["VarDropBatch"] = str(int(dropped["batch_size"].iloc[0])) if len(dropped) else NA
