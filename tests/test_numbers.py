@@ -375,7 +375,8 @@ def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_o
 
 def _with_variants(runs: pd.DataFrame, growth_acc: float, steps_gap_shrinks: bool) -> pd.DataFrame:
     """The tiny study's runs plus made-up variant rows of the mlp (no history needed): lr decay at 51%
-    (mean of 50% and 52%) in 100 updates, growth at ``growth_acc`` in 60, constant at 40%; and a fixed-step
+    (mean of 50% and 52%) in 100 updates, growth at ``growth_acc`` in 60, constant at 40% (at B=128: 30%),
+    drops at B=128 to 35% (1 and 2 drops); and a fixed-step
     budget at batch sizes 8 and 128 whose accuracies make the gap between them 5 points smaller (or larger)
     than at the main grid's fixed budget."""
     mlp = runs[runs["arch"] == "mlp"]
@@ -391,6 +392,9 @@ def _with_variants(runs: pd.DataFrame, growth_acc: float, steps_gap_shrinks: boo
         add("decay", seed, acc, 100, schedule_kind="step")
         add("grow", seed, growth_acc, 60, schedule_kind="constant", batch_schedule_kind="step", batch_schedule_factor=4.0)
         add("const", seed, 0.40, 100, schedule_kind="constant")
+        add("const", seed, 0.30, 100, batch_size=128, schedule_kind="constant")  # the drops' setting
+        add("drop", seed, 0.35, 100, batch_size=128, schedule_kind="constant", batch_schedule_kind="drop",
+            batch_drops=seed + 1, batch_schedule_small_batch=32)
         shift = -0.05 if steps_gap_shrinks else 0.05
         add("fixed", seed, best[8], 40, budget_steps=40)
         add("fixed", seed, best[128] - shift, 40, batch_size=128, budget_steps=40)
@@ -411,7 +415,9 @@ def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth
     assert float(values["VarEpochGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap, abs=0.051)
     assert float(values["VarStepGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap + (-5 if shrinks else 5), abs=0.051)
     assert (values["VarFixedSteps"], values["VarStepsSmallB"], values["VarStepsLargeB"]) == ("40", "8", "128")
-    assert values["VarDropAccMlp"] == numbers.NA and values["VarGrowthAccLogreg"] == numbers.NA
+    assert values["VarNumRuns"] == "14" and values["VarGrowthBatch"] == "8"
+    assert (values["VarDropAccMlp"], values["VarDropConstAccMlp"], values["VarDropsMlp"]) == ("35.0", "30.0", "1.5")
+    assert (values["VarDropBatch"], values["VarDropSmallBatch"]) == ("128", "32") and values["VarGrowthAccLogreg"] == numbers.NA
 
 
 def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macros):

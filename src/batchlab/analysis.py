@@ -142,8 +142,10 @@ def variant_roles(runs: pd.DataFrame) -> pd.Series:
 
 
 def schedule_cells(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch) and role among constant, lr_decay, batch_growth and batch_drop: the cell (batch
-    size, lr) with the best seed-mean final test accuracy, with its mean steps, examples seen and drops."""
+    """Per (dataset, arch) and role among lr_decay, batch_growth and batch_drop: the cell (batch size, lr)
+    with the best seed-mean final test accuracy, with its mean steps, examples seen and drops; "constant":
+    the best constant cell at lr decay's batch size (and lr, where there is one); "drop_constant": the
+    constant cell at the drop cell's batch size and lr, where there is one."""
     runs = runs.assign(role=variant_roles(runs))
     runs = runs[runs["role"].isin(ROLES[:4])]
     if "examples_seen" not in runs:
@@ -159,7 +161,22 @@ def schedule_cells(runs: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return cells
     cells = cells.sort_values(["diverged_frac", "final_test_acc"], ascending=[True, False])
-    return cells.groupby(["dataset", "arch", "role"], sort=True).head(1).sort_values(["dataset", "arch", "role"]).reset_index(drop=True)
+    best = cells.groupby(["dataset", "arch", "role"], sort=True).head(1)
+    # the constant runs to compare with: at lr decay's batch size where there is one, and, as the role
+    # "drop_constant", at the drop runs' batch size and lr
+    out = [best[best["role"] != "constant"]]
+    for (dataset, arch), group in cells.groupby(["dataset", "arch"], sort=True):
+        const = group[group["role"] == "constant"]
+        for role, like in (("constant", "lr_decay"), ("drop_constant", "batch_drop")):
+            ref = best[(best["dataset"] == dataset) & (best["arch"] == arch) & (best["role"] == like)]
+            pick = const
+            if len(ref):
+                pick = const[(const["batch_size"] == ref["batch_size"].iloc[0]) & np.isclose(const["lr"], ref["lr"].iloc[0])]
+                pick = pick if len(pick) or role == "drop_constant" else const
+            elif role == "drop_constant":
+                pick = const.iloc[:0]
+            out.append(pick.head(1).assign(role=role))
+    return pd.concat(out).sort_values(["dataset", "arch", "role"]).reset_index(drop=True)
 
 
 def schedule_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:

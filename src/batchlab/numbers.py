@@ -277,7 +277,8 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
 
     Claim 5 (Smith, Kindermans & Le): each role's best cell (seed-mean final test accuracy); it holds where
     batch-size growth ends within ``GROWTH_TOLERANCE`` of lr decay's accuracy in fewer updates. Drops: the
-    mean number of drops per run and the final accuracy of the drop runs' best cell.
+    mean number of drops per run and the final accuracy of the drop runs' best cell, and of the constant
+    runs at its batch size and lr.
     Claim 7 (Hoffer; Shallue): per batch size of the fixed-step variant, the best lr's accuracy at the main
     grid's fixed epochs and at the fixed steps; the gap (smallest minus largest of those batch sizes) at
     fixed steps against the gap at fixed epochs; it holds where the gap at fixed steps is the smaller."""
@@ -285,6 +286,9 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
     cells = analysis.schedule_cells(runs)
     table = analysis.budget_comparison(runs)
     values = {"VarTolerance": pct(GROWTH_TOLERANCE, 0)}
+    variant_runs = runs[analysis.variant_roles(runs) != ""]
+    values["VarNumRuns"] = str(len(variant_runs))
+    values["VarTrainMinutes"] = num(variant_runs["train_seconds"].sum() / 60, ".1f")
     grown = runs[analysis.variant_roles(runs) == "batch_growth"]
     values["VarGrowthFactor"] = num(grown["batch_schedule_factor"].iloc[0], "g") if len(grown) else NA
     values["VarGrowthBatch"] = str(int(grown["batch_size"].min())) if len(grown) else NA
@@ -306,6 +310,7 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
             macro_name("VarDecaySteps", arch): num(decay_steps, ".0f"),
             macro_name("VarGrowthSteps", arch): num(growth_steps, ".0f"),
             macro_name("VarDropAcc", arch): pct(get("batch_drop", "final_test_acc")),
+            macro_name("VarDropConstAcc", arch): pct(get("drop_constant", "final_test_acc")),
             macro_name("VarDrops", arch): num(get("batch_drop", "drops"), ".1f"),
         })
         if not any(math.isnan(x) for x in (decay, growth, decay_steps, growth_steps)):

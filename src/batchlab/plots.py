@@ -270,11 +270,12 @@ def noise_scale(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-ROLE_STYLE = {  # role of a variant run -> (label, color)
-    "constant": ("constant lr and B", "0.45"),
-    "lr_decay": ("lr decay", "tab:blue"),
-    "batch_growth": ("batch-size growth", "tab:orange"),
-    "batch_drop": ("drops to a small batch", "tab:green"),
+ROLE_STYLE = {  # role of a variant run -> (label, color, line style)
+    "constant": ("constant lr and B", "0.45", "-"),
+    "lr_decay": ("lr decay", "tab:blue", "-"),
+    "batch_growth": ("batch-size growth", "tab:orange", "-"),
+    "batch_drop": ("drops to a small batch", "tab:green", "-"),
+    "drop_constant": ("the drops' B and lr, no drops", "tab:green", ":"),
 }
 
 
@@ -289,8 +290,9 @@ def _empty(text: str) -> plt.Figure:
 def batch_schedules(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
     """(h) Batch-size schedules (Smith, Kindermans & Le 2017): test accuracy against epochs and against
     optimizer updates for a constant run, lr decay, batch-size growth at the same milestones, and drops to
-    a small batch on loss plateaus (triangles: where drops began, over all seeds); each at its best cell,
-    mean over seeds."""
+    a small batch on loss plateaus (triangles: where drops began, over all seeds) beside the constant run at
+    the drops' batch size and lr (dotted); each at its best cell (see analysis.schedule_cells), mean over
+    seeds."""
     curves = analysis.schedule_curves(runs, history)
     if curves.empty:
         return _empty("no batch-schedule variants in this study (config key variants)")
@@ -306,11 +308,11 @@ def batch_schedules(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
         title = ARCH_LABELS.get(arch, arch) + (f" ({d})" if curves["dataset"].nunique() > 1 else "")
         for col, x in enumerate(("epoch", "step")):
             ax = axes[row][col]
-            for role, (label, color) in ROLE_STYLE.items():
+            for role, (label, color, line) in ROLE_STYLE.items():
                 c = curves[(curves["dataset"] == d) & (curves["arch"] == arch) & (curves["role"] == role)]
                 if c.empty:
                     continue
-                ax.plot(c[x], c["test_acc"], color=color, marker="o", label=label)
+                ax.plot(c[x], c["test_acc"], color=color, linestyle=line, marker="o" if line == "-" else None, label=label)
                 if role == "batch_drop":  # where drops began, placed on the curve
                     cell = cells[(cells["dataset"] == d) & (cells["arch"] == arch) & (cells["role"] == role)].iloc[0]
                     of = drops[(drops["dataset"] == d) & (drops["arch"] == arch) & (drops["variant"] == cell["variant"])
