@@ -161,8 +161,11 @@ def test_changing_one_architecture_budget_trains_only_its_runs(smoke):
     assert result.returncode == 0, result.stderr
     trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
     assert trained and all("_mlp_" in k for k in trained)
-    mlp_runs = [s for s in smoke_specs(config) if s["arch"] == "mlp"]
+    # the MLP's runs, but for the variant with a budget of its own
+    mlp_runs = [s for s in smoke_specs(config) if s["arch"] == "mlp" and s.get("variant") != "fixed_steps"]
     assert all(s["run_id"] in result.stdout for s in mlp_runs)
+    fixed = [s for s in smoke_specs(config) if s.get("variant") == "fixed_steps"]
+    assert fixed and not any(s["run_id"] in result.stdout for s in fixed)
 
 
 def test_changing_targets_retabulates_without_training(smoke):
