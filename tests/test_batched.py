@@ -16,7 +16,7 @@ from batchlab import batched, data, models, train
 from conftest import tiny_specs
 
 CPU = torch.device("cpu")
-HISTORY_COLUMNS = ["step", "epoch", "examples", "current_lr", "train_loss", "train_acc", "test_loss", "test_acc",
+HISTORY_COLUMNS = ["step", "epoch", "examples", "current_batch_size", "current_lr", "train_loss", "train_acc", "test_loss", "test_acc",
                    "grad_norm_mean", "grad_norm_std", "grad_norm_q50", "grad_norm_max", "dist_init",
                    "noise_grad_sq", "noise_trace", "b_simple"]
 SGD = {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 0.001}

@@ -41,7 +41,7 @@ def test_study_benchmark_runs_the_smoke_study_end_to_end():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--quick", "--cores", "2"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert re.search(r"^study smoke.yaml: 54 runs, 2 cores$", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^study smoke.yaml: 61 runs, 2 cores$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^end to end .* [\d.]+ s\s+[\d.]+ of goal$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^\s+train_pack\s+[\d.]+ s$", result.stdout, re.MULTILINE), result.stdout
     print(result.stdout)

@@ -304,3 +304,32 @@ def test_sigterm_saves_a_checkpoint_before_the_job_exits(uninterrupted, mnist1d_
     assert rerun.wait(timeout=300) == 0, rerun.stdout.read()
     assert_runs_equal(tmp_path / "runs", uninterrupted["batched"], specs)
 
+
+
+@pytest.mark.parametrize("schedule", [
+    {"kind": "step", "milestones": [0.3, 0.6], "factor": 2},
+    {"kind": "drop", "small_batch": 4, "steps": 4, "patience": 3, "min_delta": 0.05, "ema": 0.5, "max_drops": 4},
+], ids=["step", "drop"])
+def test_a_run_with_a_batch_schedule_stopped_and_resumed_equals_the_run_uninterrupted(schedule, mnist1d_tensors, tmp_path):
+    # stopped in the middle of a drop (or after the first growth): the stream position and the plateau
+    # state come back with the checkpoint
+    spec = [s for s in specs_for("mlp", lrs=[0.05], variants={"v": {"budget": {"epochs": 2}, "batch_schedule": schedule}})
+            if "variant" in s][0]
+    whole_state: dict = {}
+    whole = train.train_run(spec, mnist1d_tensors, CPU, final_state=whole_state)
+    if schedule["kind"] == "drop":
+        starts = json.loads(whole[1]["batch_drop_steps"])
+        assert len(starts) >= 2
+        stop = starts[1] + 2  # two steps into the second drop
+    else:
+        stop = spec["steps"] - 5
+    with pytest.raises(TrainingInterrupted):
+        train.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, stop))
+    state = Checkpointer(tmp_path).load(spec)
+    assert state["step"] == stop and state["batch_schedule"]["position"] > 0
+    if schedule["kind"] == "drop":
+        assert state["batch_schedule"]["left"] == 2
+    resumed_state: dict = {}
+    resumed = train.train_run(spec, mnist1d_tensors, CPU, final_state=resumed_state, resume=state)
+    assert_same_run(resumed, whole)
+    assert_same_state(resumed_state, whole_state)

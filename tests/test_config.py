@@ -447,3 +447,35 @@ def test_load_validates(tmp_path):
     path.write_text("datasets: [blobs]\narchitectures: [mlp]\nbatch_sizes: [0]\nlearning_rates: [0.1]\nbudget: {steps: 2}\n")
     with pytest.raises(ConfigError, match=r"'batch_sizes\[0\]'"):
         config.load(path)
+
+
+# -- variants -------------------------------------------------------------------------------------------
+
+
+GROW = {"kind": "step", "milestones": [0.5], "factor": 2}
+
+
+def test_a_variant_gets_the_defaults_of_its_batch_schedule():
+    c = config.validate(with_(variants={"grow": {"budget": {"epochs": 2}, "batch_schedule": {"kind": "drop", "small_batch": 4}}}))
+    assert c["variants"]["grow"]["batch_schedule"]["patience"] == 50 and config.validate(TINY)["variants"] == {}
+
+
+@pytest.mark.parametrize("variant, key, words", [
+    ({"batch_size": [8]}, "unknown key", "unknown key 'batch_size' (did you mean 'batch_sizes'?)"),
+    ({"architectures": ["cnn1d"]}, "'variants.v.architectures[0]'", "not one of the study's architectures (mlp)"),
+    ({"batch_schedule": {"kind": "grow"}}, "'variants.v.batch_schedule.kind'", "allowed: one of step, drop"),
+    ({"batch_schedule": {"kind": "step", "factor": 0.5}}, "'variants.v.batch_schedule.factor'", "> 1"),
+    ({"batch_schedule": GROW}, "'variants.v.budget'", "needs a budget in epochs or examples"),
+    ({"budget": {"epochs": 1}, "batch_schedule": dict(GROW, factor=16)},
+     "'variants.v.batch_schedule'", "batch size 32 grown to 512 is larger than the training set"),
+    ({"batch_sizes": [8], "batch_schedule": {"kind": "drop"}}, "'variants.v.batch_schedule.small_batch'",
+     "not smaller than the batch size 8"),
+    ({"model_options": {"kernel": 3}}, "'variants.v.model_options.kernel'", "takes no option"),
+])
+def test_bad_variants_are_named_with_what_is_allowed(variant, key, words):
+    msg = invalid(with_(variants={"v": variant}))
+    assert msg.startswith(key) and words in msg and "'variants.v" in msg, msg
+
+
+def test_a_variant_name_must_be_able_to_name_files():
+    assert "a string matching" in invalid(with_(variants={"no good": {"seeds": [1]}}))

@@ -372,3 +372,48 @@ def test_interpolation_marks_only_the_runs_at_its_two_batch_sizes():
     assert grid.interpolation_jobs(cfg) == [{"dataset": "mnist1d", "arch": "mlp", "small_batch": 16, "large_batch": 32}]
     single = config.validate(dict(TINY, batch_sizes=[8]))
     assert grid.interpolation_ends(single, "mlp") is None and grid.interpolation_jobs(single) == []
+# -- variants -------------------------------------------------------------------------------------------
+
+# sha256 of the sorted run ids and pack names of the shipped configs' main grids before variants existed
+MAIN_GRID = {
+    "config.yaml": ("ce9f92a25e373716b7459ae81bdb0a29301f097f9bdceb0f722dc5fa2ae0ad2e",
+                    "28a0803844b8c4532c36e2ff3aebf13580b04193c19d75d2a22a3d2067af3d93"),
+    "configs/smoke.yaml": ("66aa7bd6815ed6e707f26e3a53e65ff85be72378b618bd0ab152620a46c1437d",
+                           "df562d6842cb2aea4687f298e5dd77f79c4870bb6cee69e82364f13474b482b4"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(MAIN_GRID))
+def test_variants_leave_the_main_grids_run_ids_and_pack_names_as_they_were(path):
+    import hashlib
+
+    from conftest import ROOT
+
+    c = config.load(ROOT / path)
+    assert c["variants"], "the shipped configs have variants"
+    main = [s for s in grid.expand(c) if "variant" not in s]
+    digest = lambda names: hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()  # noqa: E731
+    assert digest(s["run_id"] for s in main) == MAIN_GRID[path][0]
+    assert digest(p.name for p in grid.packs(main, {s["run_id"] for s in main}, c["training"]["pack_size"])) == MAIN_GRID[path][1]
+
+
+def test_variant_runs_carry_their_name_settings_and_schedule():
+    specs = expand(architectures=["mlp", "logreg"], budget={"epochs": 2}, variants={
+        "grow": {"architectures": ["mlp"], "batch_sizes": [8], "seeds": [3, 4], "schedule": {"kind": "constant"},
+                 "batch_schedule": {"kind": "step", "milestones": [0.5], "factor": 2}},
+        "fixed": {"batch_sizes": [32], "budget": {"steps": 7}}})
+    main = [s for s in specs if "variant" not in s]
+    grown = [s for s in specs if s.get("variant") == "grow"]
+    fixed = [s for s in specs if s.get("variant") == "fixed"]
+    assert len(main) == 4 and all("batch_schedule" not in s for s in main + fixed)
+    assert [(s["arch"], s["seed"]) for s in grown] == [("mlp", 3), ("mlp", 4)]
+    assert grown[0]["batch_schedule"] == {"kind": "step", "milestones": [0.5], "factor": 2.0}
+    assert grown[0]["steps"] == 30 + 15  # 240 examples at 8, then 240 at 16
+    assert grown[0]["noise_scale"] == {"pairs": 0} and grown[0]["sharpness"] == {"epsilons": []}
+    assert sorted(s["arch"] for s in fixed) == ["logreg", "mlp"] and {s["steps"] for s in fixed} == {7}
+    assert len({s["run_id"] for s in specs}) == len(specs)
+    # a scheduled run never shares a pack with constant-batch runs; its pack is named after the schedule
+    names = {p.name: p for p in grid.packs(specs, {s["run_id"] for s in specs}, 16)}
+    scheduled = [n for n, p in names.items() if any("batch_schedule" in s for s in p.members)]
+    assert len(scheduled) == 1 and re.fullmatch(r"mnist1d_mlp_b8_n45_step_[0-9a-f]{6}_p0", scheduled[0])
+    assert all("batch_schedule" in s for s in names[scheduled[0]].members)

@@ -229,7 +229,7 @@ def test_compute_claim_verdicts(macros):
     claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
                            "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven",
-                           "ClaimFour", "ClaimFive", "ClaimTenCrit", "ClaimEightInterp"}
+                           "ClaimFour", "ClaimFive", "ClaimTenCrit", "ClaimEightInterp", "ClaimSevenSteps"}
     for name, text in claims.items():
         assert VERDICT.fullmatch(text), (name, text)
     assert macros["ClaimFive"].startswith("cannot be tested")  # no run of this study changes its batch size
@@ -477,3 +477,89 @@ def test_interpolation_numbers_and_the_steeper_side_of_claim_eight(aggregated):
     none = numbers.compute(runs, history)
     assert none["ClaimEightInterp"] == "cannot be tested on this study" and none["InterpDelta"] == numbers.NA
     assert numbers.compute(runs, history, interpolation=_interpolation_table())["InterpRiseLargeMlp"] == values["InterpRiseLargeMlp"]
+# -- variants ---------------------------------------------------------------------------------------------
+
+
+def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_one(study, aggregated, mnist1d_tensors, tmp_path):
+    specs = tiny_specs(**dict(CHANGES, budget={"epochs": 1}, variants={
+        "grow": {"batch_sizes": [8], "seeds": [0], "learning_rates": [0.05], "architectures": ["mlp"],
+                 "batch_schedule": {"kind": "step", "milestones": [0.5], "factor": 4}}}))
+    grown = [s for s in specs if s.get("variant") == "grow"]
+    assert len(grown) == 1
+    history, summary = train.train_run(grown[0], mnist1d_tensors, torch.device("cpu"))
+    store.write_run(tmp_path, grown[0], history, summary)
+    h, runs = tables.aggregate(study[2] + [store.summary_path(tmp_path, grown[0]["run_id"])])
+    assert runs.set_index("run_id")["variant"].to_dict() == {**{s["run_id"]: "" for s in study[1]}, grown[0]["run_id"]: "grow"}
+    assert set(h.loc[h["run_id"] == grown[0]["run_id"], "variant"]) == {"grow"} and set(h["variant"]) == {"", "grow"}
+    row = runs.set_index("run_id").loc[grown[0]["run_id"]]
+    assert (row["batch_schedule_kind"], row["batch_schedule_factor"], row["examples_seen"]) == ("step", 4.0, 120 + 4 * 32)
+    assert analysis.variant_roles(runs).value_counts().to_dict() == {"": 24, "batch_growth": 1}
+    main_runs, main_history = analysis.main_grid(runs, h)
+    assert len(main_runs) == 24 and set(main_history["run_id"]) == {s["run_id"] for s in study[1]}
+
+
+def _with_variants(runs: pd.DataFrame, growth_acc: float, steps_gap_shrinks: bool) -> pd.DataFrame:
+    """The tiny study's runs plus made-up variant rows of the mlp (no history needed): lr decay at 51%
+    (mean of 50% and 52%) in 100 updates, growth at ``growth_acc`` in 60, constant at 40% (at B=128: 30%),
+    drops at B=128 to 35% (1 and 2 drops); and a fixed-step
+    budget at batch sizes 8 and 128 whose accuracies make the gap between them 5 points smaller (or larger)
+    than at the main grid's fixed budget."""
+    mlp = runs[runs["arch"] == "mlp"]
+    best = analysis.best_per_batch(analysis.seed_mean(mlp)).set_index("batch_size")["final_test_acc"]
+    base, rows = mlp.iloc[0], []
+
+    def add(variant, seed, acc, steps=15, batch_size=8, budget_steps=math.nan, **columns):
+        rows.append(dict(base.to_dict(), variant=variant, run_id=f"{variant}-{batch_size}-{seed}", seed=seed,
+                         final_test_acc=acc, steps=steps, steps_done=steps, batch_size=batch_size, diverged=False,
+                         budget_steps=budget_steps, **columns))
+
+    for seed, acc in ((0, 0.50), (1, 0.52)):
+        add("decay", seed, acc, 100, schedule_kind="step")
+        add("grow", seed, growth_acc, 60, schedule_kind="constant", batch_schedule_kind="step", batch_schedule_factor=4.0)
+        add("const", seed, 0.40, 100, schedule_kind="constant")
+        add("const", seed, 0.30, 100, batch_size=128, schedule_kind="constant")  # the drops' setting
+        add("drop", seed, 0.35, 100, batch_size=128, schedule_kind="constant", batch_schedule_kind="drop",
+            batch_drops=seed + 1, batch_schedule_small_batch=32)
+        shift = -0.05 if steps_gap_shrinks else 0.05
+        add("fixed", seed, best[8], 40, budget_steps=40)
+        add("fixed", seed, best[128] - shift, 40, batch_size=128, budget_steps=40)
+    return pd.concat([runs, pd.DataFrame(rows)], ignore_index=True)
+
+
+@pytest.mark.parametrize("growth_acc, shrinks, five, seven", [
+    (0.505, True, "holds", "holds"), (0.49, False, "does not hold", "does not hold")])
+def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth_acc, shrinks, five, seven):
+    history, runs = aggregated
+    values = numbers.variant_numbers(_with_variants(runs, growth_acc, shrinks), history)
+    assert (values["ClaimFive"], values["ClaimSevenSteps"]) == (five, seven)
+    assert (values["VarDecayAccMlp"], values["VarConstAccMlp"], values["VarDecayStepsMlp"], values["VarGrowthStepsMlp"]) == (
+        "51.0", "40.0", "100", "60")
+    assert values["VarGrowthAccMlp"] == numbers.pct(growth_acc) and values["VarGrowthFactor"] == "4"
+    best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"])).set_index("batch_size")["final_test_acc"]
+    gap = 100 * (best[8] - best[128])
+    assert float(values["VarEpochGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap, abs=0.051)
+    assert float(values["VarStepGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap + (-5 if shrinks else 5), abs=0.051)
+    assert (values["VarFixedSteps"], values["VarStepsSmallB"], values["VarStepsLargeB"]) == ("40", "8", "128")
+    assert values["VarNumRuns"] == "14" and values["VarGrowthBatch"] == "8"
+    assert (values["VarDropAccMlp"], values["VarDropConstAccMlp"], values["VarDropsMlp"]) == ("35.0", "30.0", "1.5")
+    assert (values["VarDropBatch"], values["VarDropSmallBatch"]) == ("128", "32") and values["VarGrowthAccLogreg"] == numbers.NA
+
+
+def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macros):
+    history, runs = aggregated
+    with_variants = numbers.compute(_with_variants(runs, 0.505, True), history, study="tiny_study")
+    own = {k for k in with_variants if k.startswith("Var") or k in ("ClaimFive", "ClaimSevenSteps")}
+    assert {k: v for k, v in with_variants.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
+    assert macros["ClaimFive"] == macros["ClaimSevenSteps"] == "cannot be tested on this study"
+
+
+def test_the_variants_figures_without_and_with_variant_runs(aggregated):
+    from batchlab import plots
+
+    history, runs = aggregated
+    for fig in (plots.budgets(runs), plots.batch_schedules(runs, history)):  # a study without variants
+        assert "no " in fig.axes[0].texts[0].get_text()
+    fig = plots.budgets(_with_variants(runs, 0.505, True))
+    bars = [p.get_height() for p in fig.axes[0].patches]  # mlp: fixed epochs at 8, 128, then fixed steps
+    best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"])).set_index("batch_size")["final_test_acc"]
+    assert bars == pytest.approx([best[8], best[128], best[8], best[128] + 0.05])

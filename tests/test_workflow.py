@@ -80,9 +80,10 @@ def test_dry_run_of_default_study_packs_every_run(tmp_path):
     jobs = jobs_of(result)
     train_jobs = {k: v for k, v in jobs.items() if k.startswith("train_pack_")}
     assert len(train_jobs) == len(packs)
-    assert sum(len(p.members) for p in packs) == len(specs) == 3 * 10 * 6 * 2
+    assert sum(len(p.members) for p in packs) == len(specs)
+    assert len([s for s in specs if "variant" not in s]) == 3 * 10 * 6 * 2
     for rule in ("prepare_dataset", "aggregate_runs", "render_figures_learning_rate", "render_figures_batch_size",
-                 "write_numbers", "build_paper", "all"):
+                 "render_figures_variants", "write_numbers", "build_paper", "all"):
         assert jobs.get(rule) == 1, rule
 
 
@@ -90,13 +91,13 @@ def test_smoke_study_builds_everything(smoke):
     specs = smoke_specs()
     pdf = smoke / "paper" / "paper.pdf"
     assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 20_000
-    for notebook in ("learning_rate", "batch_size", "interpolation"):
+    for notebook in ("learning_rate", "batch_size", "interpolation", "variants", "hardware"):
         assert (smoke / "results" / "notebooks" / f"{notebook}.ipynb").exists()
         assert "<html" in (smoke / "results" / "notebooks" / f"{notebook}.html").read_text()[:2000].lower()
     tex = [ROOT / "paper" / "paper.tex", *(ROOT / "paper" / "sections").glob("*.tex")]
     figures = {m for path in tex for m in re.findall(r"\\includegraphics(?:\[[^]]*\])?\{([^}]+)\.pdf\}", path.read_text())}
     assert {"accuracy_vs_base_lr", "noise_scale", "distance", "critical_batch", "noise_temperature",
-            "interpolation", "sharpness", "time_to_target"} <= figures
+            "interpolation", "sharpness", "time_to_target", "batch_schedules", "budgets"} <= figures
     for figure in figures:  # every figure the paper includes
         assert (smoke / "paper" / "figures" / f"{figure}.pdf").stat().st_size > 1000
         assert (smoke / "paper" / "figures" / f"{figure}.png").stat().st_size > 1000
@@ -112,7 +113,11 @@ def test_smoke_study_builds_everything(smoke):
         assert column in runs.columns
     numbers = (smoke / "paper" / "numbers.tex").read_text()
     assert re.search(r"\\newcommand\{\\BestAccCnnOneD\}\{\d+\.\d\}", numbers)
-    assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len(specs), numbers)
+    assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len([s for s in specs if "variant" not in s]), numbers)
+    # the variants: their column in the tables, and claims 5 and 7 (fixed steps) with a verdict
+    assert set(runs["variant"]) == {"", *study_config.load(SMOKE)["variants"]} and "variant" in history
+    assert re.search(r"\\newcommand\{\\ClaimFive\}\{(holds|does not hold)\}", numbers)
+    assert re.search(r"\\newcommand\{\\ClaimSevenSteps\}\{(holds|does not hold)\}", numbers)
     # a training job's log shows progress
     log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
     assert re.search(r"runs? 1(-\d+)?/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)
@@ -159,8 +164,11 @@ def test_changing_one_architecture_budget_trains_only_its_runs(smoke):
     assert result.returncode == 0, result.stderr
     trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
     assert trained and all("_mlp_" in k for k in trained)
-    mlp_runs = [s for s in smoke_specs(config) if s["arch"] == "mlp"]
+    # the MLP's runs, but for the variant with a budget of its own
+    mlp_runs = [s for s in smoke_specs(config) if s["arch"] == "mlp" and s.get("variant") != "fixed_steps"]
     assert all(s["run_id"] in result.stdout for s in mlp_runs)
+    fixed = [s for s in smoke_specs(config) if s.get("variant") == "fixed_steps"]
+    assert fixed and not any(s["run_id"] in result.stdout for s in fixed)
 
 
 def test_changing_targets_retabulates_without_training(smoke):

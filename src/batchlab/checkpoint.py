@@ -11,6 +11,8 @@ Both engines write the same format, in the layout of the run trained alone:
 - ``rows``: the evaluations so far; ``norms``: the per-step gradient norms since the last one;
   ``initial_loss``, ``train_time``, ``wall_time``: the rest of the loop's state;
 - ``rng``: torch's random number generator states (CPU, and CUDA on a GPU);
+- ``batch_schedule``: for a run whose batch size changes (batchlab.batch_schedule), its position in the
+  stream of examples and its plateau state;
 - ``run_id`` and ``spec_hash``: whose state this is (a checkpoint never resumes another spec).
 
 A run's checkpoint is deleted when the run is written to the run store, or kept in its folder as

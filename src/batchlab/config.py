@@ -176,6 +176,56 @@ def arch_settings(config: dict, arch: str) -> dict:
     return settings
 
 
+VARIANT_KEYS = ("architectures", "seeds", "batch_schedule")
+
+
+def variant_settings(config: dict, name: str, arch: str) -> dict:
+    """The run-level settings of one architecture in variant ``name``: its :func:`arch_settings` with the
+    variant's settings applied, ``seeds`` (the variant's or the study's) and ``batch_schedule`` (or None)."""
+    variant = config["variants"][name]
+    settings = arch_settings(config, arch)
+    settings.update(copy.deepcopy({k: v for k, v in variant.items() if k not in VARIANT_KEYS}))
+    settings["seeds"] = list(variant.get("seeds", config["seeds"]))
+    settings["batch_schedule"] = copy.deepcopy(variant.get("batch_schedule"))
+    return settings
+
+
+def variant_architectures(config: dict, name: str) -> list[str]:
+    return list(config["variants"][name].get("architectures", config["architectures"]))
+
+
+def _check_variants(config: dict, n_train: dict[str, int]) -> None:
+    """Variants: known architectures, options they take, batch sizes within the data, schedules that fit."""
+    for name, variant in config["variants"].items():
+        where = _key(["variants", name])
+        for i, arch in enumerate(variant.get("architectures", [])):
+            if arch not in config["architectures"]:
+                raise ConfigError(f"'{where}.architectures[{i}]': {arch!r} is not one of the study's architectures "
+                                  f"({', '.join(config['architectures'])})")
+        for arch in variant_architectures(config, name):
+            s = variant_settings(config, name, arch)
+            if "model_options" in variant:
+                _check_model_options(arch, s["model_options"], f"{where}.model_options")
+            if "optimizer" in variant and s["optimizer"].get("nesterov") and not s["optimizer"].get("momentum"):
+                raise ConfigError(f"'{where}.optimizer.nesterov': true needs momentum > 0 (got momentum {s['optimizer'].get('momentum')})")
+            bs = s["batch_schedule"]
+            for dataset, n in n_train.items():
+                for i, b in enumerate(s["batch_sizes"]):
+                    largest, what = b, "value"
+                    if bs and bs["kind"] == "step":
+                        largest, what = int(round(b * bs["factor"] ** len(bs["milestones"]))), "grown to"
+                    if largest > n:
+                        key = f"{where}.batch_sizes[{i}]" if "batch_sizes" in variant else f"{where}.batch_schedule"
+                        raise ConfigError(f"'{key}': batch size {b} {what} {largest} is larger than the training set of "
+                                          f"{dataset!r} ({n} examples); allowed: 1 to {n}")
+                    if bs and bs["kind"] == "drop" and bs["small_batch"] >= b:
+                        raise ConfigError(f"'{where}.batch_schedule.small_batch': value {bs['small_batch']} is not smaller "
+                                          f"than the batch size {b} of {arch!r}; allowed: 1 to {b - 1}")
+            if bs and bs["kind"] == "step" and "steps" in s["budget"]:
+                raise ConfigError(f"'{where}.budget': a batch_schedule of kind step needs a budget in epochs or "
+                                  f"examples (its milestones are fractions of the examples), not {s['budget']!r}")
+
+
 def _check_semantics(config: dict) -> None:
     _check_names(config)
     resolved_opts = {}
@@ -221,6 +271,7 @@ def _check_semantics(config: dict) -> None:
             if missing:
                 raise ConfigError(f"'evaluation.interpolation.batch_sizes': {missing[0]} is not a batch size of "
                                   f"architecture {arch!r}; allowed: two of {sorted(sizes)}, or null")
+    _check_variants(config, {d: data.DATASETS[d].train_size(resolved_opts[d]) for d in config["datasets"]})
     n_runs = sum(
         len(arch_settings(config, a)["batch_sizes"]) * len(_lr_values(arch_settings(config, a)["learning_rates"]))
         for a in config["architectures"]

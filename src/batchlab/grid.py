@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from batchlab import data
-from batchlab.config import arch_settings
+from batchlab import batch_schedule, data
+from batchlab.config import arch_settings, variant_architectures, variant_settings
 
 # Bump when a change to training changes what a spec means; every run id changes with it.
 TRAINING_VERSION = 1
@@ -95,48 +95,79 @@ def _lr_grid(lr_spec) -> tuple[list[float], str, int]:
 
 
 def expand(config: dict) -> list[dict]:
-    """Every run of a validated config as a fully resolved spec (a plain, JSON-ready dict)."""
+    """Every run of a validated config as a fully resolved spec (a plain, JSON-ready dict): the main grid,
+    then each variant's runs (see :func:`variant_specs`)."""
     specs = []
     for dataset in config["datasets"]:
         options = dataset_options(config, dataset)
         n_train = data.DATASETS[dataset].train_size(options)
         for arch in config["architectures"]:
-            s = arch_settings(config, arch)
-            lrs, rule, ref = _lr_grid(s["learning_rates"])
-            warmup = s["warmup"]
-            ends = interpolation_ends(config, arch)
-            for batch_size in s["batch_sizes"]:
-                steps = resolve_steps(s["budget"], batch_size, n_train)
-                for lr0 in lrs:
-                    lr = scale_lr(lr0, batch_size, rule, ref)
-                    for seed in config["seeds"]:
-                        spec = {
-                            "version": TRAINING_VERSION,
-                            "dataset": dataset,
-                            "dataset_options": options,
-                            "arch": arch,
-                            "model_options": dict(s["model_options"]),
-                            "batch_size": int(batch_size),
-                            "lr": lr,
-                            "lr_grid_value": lr0,
-                            "lr_scaling": rule,
-                            "lr_reference_batch_size": ref,
-                            "steps": steps,
-                            "budget": {k: _number(v) for k, v in s["budget"].items()},
-                            "optimizer": _optimizer(s["optimizer"]),
-                            "warmup": {"fraction": float(warmup["fraction"]), "start_factor": float(warmup["start_factor"])},
-                            "schedule": _schedule(s["schedule"]),
-                            "seed": int(seed),
-                            "eval_points": int(config["evaluation"]["points"]),
-                            "noise_scale": noise_scale_batches(config["evaluation"]["noise_scale"], int(batch_size)),
-                            "sharpness": sharpness_settings(config["evaluation"]["sharpness"], int(batch_size)),
-                            "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
-                            "precision": config["precision"],
-                        }
-                        if ends and batch_size in ends:  # not hashed: the run keeps its id
-                            spec["keep_weights"] = True
-                        spec["run_id"] = run_id(spec)
-                        specs.append(spec)
+            specs += _arch_specs(config, dataset, options, n_train, arch, arch_settings(config, arch), config["seeds"])
+    return specs + variant_specs(config)
+
+
+def variant_specs(config: dict) -> list[dict]:
+    """The runs of the config's variants: like the main grid's, with the variant's settings, and in the spec
+    ``variant`` (its name) and, for a batch-size schedule, ``batch_schedule`` (see batchlab.batch_schedule).
+    They measure neither the noise scale nor the sharpness. Main-grid specs have neither key, so their ids
+    do not depend on the variants."""
+    specs = []
+    for name in config["variants"]:
+        for dataset in config["datasets"]:
+            options = dataset_options(config, dataset)
+            n_train = data.DATASETS[dataset].train_size(options)
+            for arch in variant_architectures(config, name):
+                s = variant_settings(config, name, arch)
+                specs += _arch_specs(config, dataset, options, n_train, arch, s, s["seeds"], name, s["batch_schedule"])
+    return specs
+
+
+def _arch_specs(config: dict, dataset: str, options: dict, n_train: int, arch: str, s: dict, seeds: list[int],
+                variant: str | None = None, schedule: dict | None = None) -> list[dict]:
+    """The specs of one dataset and architecture with run-level settings ``s``."""
+    specs = []
+    lrs, rule, ref = _lr_grid(s["learning_rates"])
+    warmup = s["warmup"]
+    schedule = batch_schedule.settings(schedule) if schedule else None
+    ends = interpolation_ends(config, arch) if variant is None else None  # the main grid's interpolation
+    for batch_size in s["batch_sizes"]:
+        steps = resolve_steps(s["budget"], batch_size, n_train)
+        if schedule:
+            steps = batch_schedule.resolve_steps(schedule, s["budget"], batch_size, n_train, steps)
+        for lr0 in lrs:
+            lr = scale_lr(lr0, batch_size, rule, ref)
+            for seed in seeds:
+                spec = {
+                    "version": TRAINING_VERSION,
+                    "dataset": dataset,
+                    "dataset_options": options,
+                    "arch": arch,
+                    "model_options": dict(s["model_options"]),
+                    "batch_size": int(batch_size),
+                    "lr": lr,
+                    "lr_grid_value": lr0,
+                    "lr_scaling": rule,
+                    "lr_reference_batch_size": ref,
+                    "steps": steps,
+                    "budget": {k: _number(v) for k, v in s["budget"].items()},
+                    "optimizer": _optimizer(s["optimizer"]),
+                    "warmup": {"fraction": float(warmup["fraction"]), "start_factor": float(warmup["start_factor"])},
+                    "schedule": _schedule(s["schedule"]),
+                    "seed": int(seed),
+                    "eval_points": int(config["evaluation"]["points"]),
+                    "noise_scale": noise_scale_batches(config["evaluation"]["noise_scale"], int(batch_size)),
+                    "sharpness": sharpness_settings(config["evaluation"]["sharpness"], int(batch_size)),
+                    "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
+                    "precision": config["precision"],
+                }
+                if variant is not None:
+                    spec.update(variant=variant, noise_scale={"pairs": 0}, sharpness={"epsilons": []})
+                if schedule:
+                    spec["batch_schedule"] = schedule
+                if ends and batch_size in ends:  # not hashed: the run keeps its id
+                    spec["keep_weights"] = True
+                spec["run_id"] = run_id(spec)
+                specs.append(spec)
     return specs
 
 
@@ -197,9 +228,11 @@ class Pack:
 
 
 def shape_key(spec: dict) -> tuple:
-    """Runs with equal keys share the shapes and step count of training."""
-    return (spec["dataset"], spec_hash({"o": spec["dataset_options"]})[:6], spec["arch"],
-            spec_hash({"m": spec["model_options"]})[:6], spec["batch_size"], spec["steps"])
+    """Runs with equal keys share the shapes and step count of training; runs with a batch schedule also
+    share it (its tag ends their key, so constant-batch runs keep their keys)."""
+    key = (spec["dataset"], spec_hash({"o": spec["dataset_options"]})[:6], spec["arch"],
+           spec_hash({"m": spec["model_options"]})[:6], spec["batch_size"], spec["steps"])
+    return key + (batch_schedule.tag(spec["batch_schedule"]),) if spec.get("batch_schedule") else key
 
 
 def _ident(text: str) -> str:
@@ -215,11 +248,12 @@ def packs(specs: Iterable[dict], incomplete: set[str], pack_size: int) -> list[P
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
         members = sorted(members, key=lambda s: s["run_id"])
-        dataset, _, arch, _, batch_size, steps = key  # one option set per dataset and architecture in a study
+        dataset, _, arch, _, batch_size, steps = key[:6]  # one option set per dataset and architecture in a study
+        schedule = "".join(f"_{t}" for t in key[6:])  # a batch schedule's tag
         for k in range(0, len(members), pack_size):
             todo = tuple(s for s in members[k : k + pack_size] if s["run_id"] in incomplete)
             if todo:
-                name = _ident(f"{dataset}_{arch}_b{batch_size}_n{steps}_p{k // pack_size}")
+                name = _ident(f"{dataset}_{arch}_b{batch_size}_n{steps}{schedule}_p{k // pack_size}")
                 out.append(Pack(name, todo, steps))
     return out
 

@@ -53,9 +53,10 @@ def interpolate(small: dict[str, torch.Tensor], large: dict[str, torch.Tensor], 
 
 def pairs(runs: pd.DataFrame, dataset: str, arch: str, small_batch: int, large_batch: int) -> pd.DataFrame:
     """The runs to interpolate between: per seed that did not diverge at either end, the run at the best
-    learning rate of ``small_batch`` and of ``large_batch``. Columns: seed, small_run_id, large_run_id,
+    learning rate of ``small_batch`` and of ``large_batch`` in the main grid. Columns: seed, small_run_id, large_run_id,
     small_lr, large_lr (no rows where an end is missing)."""
     columns = ["seed", "small_run_id", "large_run_id", "small_lr", "large_lr"]
+    runs = analysis.main_grid(runs)  # the main grid's solutions, not a variant's
     sub = runs[(runs["dataset"] == dataset) & (runs["arch"] == arch) & runs["batch_size"].isin([small_batch, large_batch])]
     if sub.empty:
         return pd.DataFrame(columns=columns)

@@ -313,7 +313,9 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
             hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
     """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
     table (batchlab.hardware), when measured, and ``interpolation`` the interpolation table, when the study
-    has one."""
+    has one. Only the variants' own numbers read the variant runs; every other number is of the main grid."""
+    variant_values = variant_numbers(runs, history)
+    runs, history = analysis.main_grid(runs, history)
     archs = list(dict.fromkeys(runs["arch"]))
     first = runs.iloc[0]
     values = {
@@ -353,7 +355,6 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
         "ClaimTwoNarrows": claim("two_narrows"), "ClaimTwoSmallBest": claim("two_small_best"),
         "ClaimThree": claim("three"), "ClaimSix": claim("six"), "ClaimSeven": claim("seven"),
         "ClaimNine": claim("nine"),
-        "ClaimFive": "cannot be tested on this study (no run changes its batch size)",
     })
     values.update(noise_numbers(runs, history))
     values.update(sharpness_numbers(runs))
@@ -362,12 +363,78 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     values.update(dynamics_numbers(runs, history))
     values.update(hardware_numbers(runs, hardware))
     values.update(interpolation_numbers(interpolation))
+    values.update(variant_values)
     order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
     if len(order) == 3:
         accs = [checks[a]["best_acc"] for a in order]
         values["ClaimEleven"] = verdict({"ranking": accs[0] > accs[1] > accs[2]})
     else:
         values["ClaimEleven"] = "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
+    return values
+
+
+# Claim 5's rule: batch-size growth matches lr decay when its final test accuracy is at most this much
+# (a fraction) below lr decay's, in fewer optimizer updates.
+GROWTH_TOLERANCE = 0.01
+
+
+def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+    """Claims 5 and 7 from the variant runs (see ``variants`` in the config; roles by
+    :func:`batchlab.analysis.variant_roles`), per architecture on the study's first dataset.
+
+    Claim 5 (Smith, Kindermans & Le): each role's best cell (seed-mean final test accuracy); it holds where
+    batch-size growth ends within ``GROWTH_TOLERANCE`` of lr decay's accuracy in fewer updates. Drops: the
+    mean number of drops per run and the final accuracy of the drop runs' best cell, and of the constant
+    runs at its batch size and lr.
+    Claim 7 (Hoffer; Shallue): per batch size of the fixed-step variant, the best lr's accuracy at the main
+    grid's fixed epochs and at the fixed steps; the gap (smallest minus largest of those batch sizes) at
+    fixed steps against the gap at fixed epochs; it holds where the gap at fixed steps is the smaller."""
+    runs = runs[runs["dataset"] == runs["dataset"].iloc[0]]
+    cells = analysis.schedule_cells(runs)
+    table = analysis.budget_comparison(runs)
+    values = {"VarTolerance": pct(GROWTH_TOLERANCE, 0)}
+    variant_runs = runs[analysis.variant_roles(runs) != ""]
+    values["VarNumRuns"] = str(len(variant_runs))
+    values["VarTrainMinutes"] = num(variant_runs["train_seconds"].sum() / 60, ".1f")
+    grown = runs[analysis.variant_roles(runs) == "batch_growth"]
+    values["VarGrowthFactor"] = num(grown["batch_schedule_factor"].iloc[0], "g") if len(grown) else NA
+    values["VarGrowthBatch"] = str(int(grown["batch_size"].min())) if len(grown) else NA
+    dropped = runs[analysis.variant_roles(runs) == "batch_drop"]
+    values["VarDropSmallBatch"] = str(int(dropped["batch_schedule_small_batch"].iloc[0])) if len(dropped) else NA
+    values["VarDropBatch"] = str(int(dropped["batch_size"].iloc[0])) if len(dropped) else NA
+    values["VarFixedSteps"] = str(int(table["steps_steps"].iloc[0])) if len(table) else NA
+    values["VarStepsSmallB"] = str(int(table["batch_size"].min())) if len(table) else NA
+    values["VarStepsLargeB"] = str(int(table["batch_size"].max())) if len(table) else NA
+    five, seven = {}, {}
+    for arch in models.ARCHITECTURES:
+        c = cells[cells["arch"] == arch].set_index("role")
+        get = lambda role, col: float(c.loc[role, col]) if role in c.index else math.nan  # noqa: E731
+        decay, growth = get("lr_decay", "final_test_acc"), get("batch_growth", "final_test_acc")
+        decay_steps, growth_steps = get("lr_decay", "steps"), get("batch_growth", "steps")
+        values.update({
+            macro_name("VarConstAcc", arch): pct(get("constant", "final_test_acc")),
+            macro_name("VarDecayAcc", arch): pct(decay), macro_name("VarGrowthAcc", arch): pct(growth),
+            macro_name("VarDecaySteps", arch): num(decay_steps, ".0f"),
+            macro_name("VarGrowthSteps", arch): num(growth_steps, ".0f"),
+            macro_name("VarDropAcc", arch): pct(get("batch_drop", "final_test_acc")),
+            macro_name("VarDropConstAcc", arch): pct(get("drop_constant", "final_test_acc")),
+            macro_name("VarDrops", arch): num(get("batch_drop", "drops"), ".1f"),
+        })
+        if not any(math.isnan(x) for x in (decay, growth, decay_steps, growth_steps)):
+            five[arch] = growth >= decay - GROWTH_TOLERANCE and growth_steps < decay_steps
+        t = table[table["arch"] == arch].sort_values("batch_size")
+        epochs_gap = steps_gap = math.nan
+        if len(t) >= 2:
+            epochs_gap = float(t["epochs_acc"].iloc[0] - t["epochs_acc"].iloc[-1])
+            steps_gap = float(t["steps_acc"].iloc[0] - t["steps_acc"].iloc[-1])
+        values[macro_name("VarEpochGap", arch)] = num(100 * epochs_gap, ".1f")
+        values[macro_name("VarStepGap", arch)] = num(100 * steps_gap, ".1f")
+        values[macro_name("VarLargeEpochsAcc", arch)] = pct(float(t["epochs_acc"].iloc[-1])) if len(t) else NA
+        values[macro_name("VarLargeStepsAcc", arch)] = pct(float(t["steps_acc"].iloc[-1])) if len(t) else NA
+        if not (math.isnan(epochs_gap) or math.isnan(steps_gap)):
+            seven[arch] = steps_gap < epochs_gap
+    values["ClaimFive"] = verdict(five)
+    values["ClaimSevenSteps"] = verdict(seven)
     return values
 
 

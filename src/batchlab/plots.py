@@ -3,6 +3,7 @@ returns a matplotlib Figure with one panel per (dataset, architecture); :func:`s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -452,6 +453,17 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
                 labels.append(text)
     fig.legend(handles, labels, loc="outside lower center", ncols=3)
     return fig
+
+
+ROLE_STYLE = {  # role of a variant run -> (label, color, line style)
+    "constant": ("constant lr and B", "0.45", "-"),
+    "lr_decay": ("lr decay", "tab:blue", "-"),
+    "batch_growth": ("batch-size growth", "tab:orange", "-"),
+    "batch_drop": ("drops to a small batch", "tab:green", "-"),
+    "drop_constant": ("the drops' B and lr, no drops", "tab:green", ":"),
+}
+
+
 def _empty(message: str) -> plt.Figure:
     """A one-panel figure that says why there is nothing to draw (the study measured none of it)."""
     fig, ax = plt.subplots(figsize=(WIDTH, PANEL_HEIGHT), constrained_layout=True)
@@ -518,5 +530,69 @@ def sharpness(runs: pd.DataFrame) -> plt.Figure:
         _log2_axis(ax, sub["batch_size"])
         ax.set_xlabel("batch size B")
         ax.set_ylabel("sharpness φ(ε) (%)")
+    _legend(fig, axes)
+    return fig
+
+
+def batch_schedules(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+    """(h) Batch-size schedules (Smith, Kindermans & Le 2017): test accuracy against epochs and against
+    optimizer updates for a constant run, lr decay, batch-size growth at the same milestones, and drops to
+    a small batch on loss plateaus (triangles: where drops began, over all seeds) beside the constant run at
+    the drops' batch size and lr (dotted); each at its best cell (see analysis.schedule_cells), mean over
+    seeds."""
+    curves = analysis.schedule_curves(runs, history)
+    if curves.empty:
+        return _empty("no batch-schedule variants in this study (config key variants)")
+    panels = list(curves[["dataset", "arch"]].drop_duplicates().itertuples(index=False, name=None))
+    order = {a: i for i, a in enumerate(models.ARCHITECTURES)}
+    panels.sort(key=lambda k: (k[0], order.get(k[1], len(order))))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(WIDTH, PANEL_HEIGHT * len(panels)), squeeze=False,
+                             sharey="row", constrained_layout=True)
+    drops = runs.assign(role=analysis.variant_roles(runs))
+    drops = drops[drops["role"] == "batch_drop"] if "batch_drop_steps" in drops else drops.iloc[:0]
+    cells = analysis.schedule_cells(runs)
+    for row, (d, arch) in enumerate(panels):
+        title = ARCH_LABELS.get(arch, arch) + (f" ({d})" if curves["dataset"].nunique() > 1 else "")
+        for col, x in enumerate(("epoch", "step")):
+            ax = axes[row][col]
+            for role, (label, color, line) in ROLE_STYLE.items():
+                c = curves[(curves["dataset"] == d) & (curves["arch"] == arch) & (curves["role"] == role)]
+                if c.empty:
+                    continue
+                ax.plot(c[x], c["test_acc"], color=color, linestyle=line, marker="o" if line == "-" else None, label=label)
+                if role == "batch_drop":  # where drops began, placed on the curve
+                    cell = cells[(cells["dataset"] == d) & (cells["arch"] == arch) & (cells["role"] == role)].iloc[0]
+                    of = drops[(drops["dataset"] == d) & (drops["arch"] == arch) & (drops["variant"] == cell["variant"])
+                               & (drops["batch_size"] == cell["batch_size"]) & np.isclose(drops["lr"], cell["lr"])]
+                    at = np.array(sorted(s for text in of["batch_drop_steps"].dropna() for s in json.loads(text)), float)
+                    if len(at):
+                        xs = at if x == "step" else np.interp(at, c["step"], c["epoch"])
+                        ax.plot(xs, np.interp(at, c["step"], c["test_acc"]), "v", color=color, markersize=5,
+                                linestyle="none", label="drop begins")
+            ax.set_xlabel("epochs" if x == "epoch" else "optimizer updates")
+            ax.set_title(f"{title}: per {'epoch' if x == 'epoch' else 'update'}")
+        axes[row][0].set_ylabel("test accuracy")
+    _legend(fig, {i: ax for i, ax in enumerate(axes.flat)})
+    return fig
+
+
+def budgets(runs: pd.DataFrame) -> plt.Figure:
+    """(i) Re-tuning at a fixed step budget (Shallue et al. 2018; Hoffer et al. 2017): per batch size of the
+    fixed-step variant, the best learning rate's final test accuracy (mean over seeds) at the main grid's
+    fixed epoch budget and at the fixed step budget, side by side."""
+    table = analysis.budget_comparison(runs)
+    if table.empty:
+        return _empty("no fixed-step variant in this study (config key variants)")
+    fig, axes = _panels(table, sharey=True)
+    for (d, arch), ax in axes.items():
+        t = table[(table["dataset"] == d) & (table["arch"] == arch)].sort_values("batch_size")
+        pos = np.arange(len(t))
+        steps = int(t["steps_steps"].iloc[0])
+        ax.bar(pos - 0.2, t["epochs_acc"], width=0.4, color="tab:blue", label="fixed epochs (main grid)")
+        ax.bar(pos + 0.2, t["steps_acc"], width=0.4, color="tab:orange", label=f"fixed steps ({steps})")
+        ax.set_xticks(pos, [str(int(b)) for b in t["batch_size"]])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("best final test accuracy")
+        ax.grid(axis="x", visible=False)
     _legend(fig, axes)
     return fig

@@ -67,12 +67,14 @@ def aggregate(summary_paths: Iterable[str | Path], targets: dict[str, list[float
     history.insert(0, "run_id", np.repeat(np.array(ids, dtype=object), lengths))
     history = history.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     runs = pd.DataFrame(rows)
+    # the variant a run belongs to ("" for the main grid, whose specs name none)
+    runs["variant"] = runs["variant"].fillna("").astype(str) if "variant" in runs else ""
     for t in all_targets:  # NaN where never reached, and for architectures without this target
         first = _first_steps_reaching(history, t)
         applies = runs["arch"].map(lambda arch, t=t: t in targets.get(arch, ()))
         runs[f"steps_to_acc_{t:g}"] = runs["run_id"].map(first).where(applies).astype(float)
     runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)
-    keys = ["dataset", "arch", "batch_size", "lr", "base_lr", "seed", "diverged"]
+    keys = ["dataset", "arch", "batch_size", "lr", "base_lr", "seed", "diverged", "variant"]
     history = history.merge(runs[["run_id", *keys]], on="run_id", how="left")
     return history, runs
 

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from batchlab import __version__, batched, checkpoint, data, metrics, models, store
+from batchlab import __version__, batch_schedule, batched, checkpoint, data, metrics, models, store
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.schedules import lr_factor
 
@@ -112,7 +112,9 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
     torch.manual_seed(spec["seed"])
     model = models.build(spec["arch"], tuple(x_train.shape[1:]), n_classes, spec["model_options"]).to(device)
     optimizer = make_optimizer(model, spec)
-    batches = batch_indices(len(x_train), batch_size, total, spec["seed"] + 1_000_003).to(device)  # (steps, B)
+    # a batch-size schedule reads the same stream of epoch permutations B_t examples at a time
+    plan = batch_schedule.Plan(spec, len(x_train)) if spec.get("batch_schedule") else None
+    batches = batch_indices(len(x_train), batch_size, total, spec["seed"] + 1_000_003).to(device) if plan is None else None  # (steps, B)
     w0 = metrics.flat_params(model)
     params = [p for p in model.parameters() if p.requires_grad]  # listed once: model.parameters() walks modules
     evals = set(eval_steps(total, spec["eval_points"]))
@@ -127,12 +129,17 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
         checkpoint.set_rng_state(resume["rng"], device)
         rows, norms, step = list(resume["rows"]), list(resume["norms"]), resume["step"]
         initial_loss, train_time, wall_before = resume["initial_loss"], resume["train_time"], resume["wall_time"]
+        if plan is not None:
+            plan.load(resume["batch_schedule"])
     resumed_at = step if resume is not None else None
 
     def state_now() -> dict:
-        return checkpoint.run_state(spec, "sequential", step, model.state_dict(), optimizer.state_dict(),
-                                    scaler.state_dict() if scaler else None, rows, norms, initial_loss,
-                                    train_time, wall_before + time.perf_counter() - start, device)
+        state = checkpoint.run_state(spec, "sequential", step, model.state_dict(), optimizer.state_dict(),
+                                     scaler.state_dict() if scaler else None, rows, norms, initial_loss,
+                                     train_time, wall_before + time.perf_counter() - start, device)
+        if plan is not None:  # the position in the data and the plateau state
+            state["batch_schedule"] = plan.state()
+        return state
 
     start = time.perf_counter()
     onednn_default, onednn_train = torch.backends.mkldnn.enabled, _use_onednn(device, batch_size)
@@ -147,7 +154,7 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
                 noise = noise_at(spec, model, x_train, y_train, step) if diverged_at is None else None
                 rows.append(eval_row(spec, step, len(x_train), (train_loss, train_acc, test_loss, test_acc),
                                      [float(n) for n in norms], metrics.distance(model, w0),
-                                     wall_before + time.perf_counter() - start, noise))
+                                     wall_before + time.perf_counter() - start, noise, plan))
                 norms = []
                 if progress:
                     progress(step, total, train_loss, test_acc)
@@ -169,7 +176,7 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
                     group["lr"] = lr
 
             # forward, backward, update
-            idx = batches[step]
+            idx = batches[step] if plan is None else plan.indices(step).to(device)
             with autocast():
                 loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -188,13 +195,17 @@ def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device
             initial_loss = loss_value if initial_loss is None else initial_loss
             if metrics.is_diverged(loss_value, initial_loss, spec["divergence_loss_factor"]):
                 diverged_at = step
+            if plan is not None:  # a plateau may start a drop to the small batch
+                plan.observe(step - 1, loss_value)
 
     finally:
         torch.backends.mkldnn.enabled = onednn_default
+    examples = step * batch_size if plan is None else plan.examples
     history, summary = summarize(spec, rows, step, len(x_train), len(x_test), diverged_at,
-                                 step * batch_size / train_time if train_time > 0 else math.nan,
+                                 examples / train_time if train_time > 0 else math.nan,
                                  train_time, wall_before + time.perf_counter() - start, device)
     summary["engine"] = "sequential"
+    summary.update(plan.summary() if plan is not None else {})
     summary.update(final_sharpness(spec, model, x_train, y_train, diverged_at is not None))
     if final_state is not None:
         final_state.update({name: t.detach().clone() for name, t in model.state_dict().items()})
@@ -231,10 +242,16 @@ def summarize(spec: dict, rows: list[dict], steps_done: int, n_train: int, n_tes
 
 
 def eval_row(spec: dict, step: int, n_train: int, losses_accs: tuple[float, float, float, float], norms: list[float],
-             dist_init: float, wall_time: float, noise: dict[str, float] | None = None) -> dict:
+             dist_init: float, wall_time: float, noise: dict[str, float] | None = None,
+             plan: batch_schedule.Plan | None = None) -> dict:
+    """One evaluation of a run; ``plan``, for a run with a batch schedule, gives the examples seen, the
+    batch size of the last step (of the first at step 0) and the drops so far."""
     train_loss, train_acc, test_loss, test_acc = losses_accs
+    examples = step * spec["batch_size"] if plan is None else plan.examples
     return {
-        "step": step, "epoch": step * spec["batch_size"] / n_train, "examples": step * spec["batch_size"],
+        "step": step, "epoch": examples / n_train, "examples": examples,
+        "current_batch_size": spec["batch_size"] if plan is None else plan.last_batch,
+        **(plan.row() if plan is not None else {}),
         "current_lr": spec["lr"] * lr_factor(max(step - 1, 0), spec["steps"], spec["warmup"], spec["schedule"]),
         "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc,
         **metrics.grad_norm_stats(norms),
@@ -486,7 +503,8 @@ CPU_BATCHED_MAX_BATCH = {"dense": 512, "conv": 64}
 
 def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.device, requested: str = "auto") -> str:
     """"batched" or "sequential" for a group of compatible runs (see :func:`compatible_groups`)."""
-    stackable = len(specs) > 1 and batched.can_stack(model)
+    # runs with a batch schedule change shapes from step to step: one after another
+    stackable = len(specs) > 1 and batched.can_stack(model) and not any(s.get("batch_schedule") for s in specs)
     if requested == "sequential" or not stackable:
         return "sequential"
     if requested == "batched" or device.type == "cuda":

@@ -13,6 +13,7 @@ NOTEBOOKS = {
         "critical_batch",
     ],
     "interpolation": ["interpolation", "sharpness"],
+    "variants": ["batch_schedules", "budgets"],
 }
 # Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
 # <name>_path (e.g. hardware -> hardware_path).
