@@ -22,8 +22,9 @@ CHANGES = dict(
     learning_rates={"base": [0.002, 0.02], "scaling": "linear"}, optimizer={"momentum": 0.9},
     schedule={"kind": "cosine"}, targets=[0.12, 0.2], evaluation={"points": 3},
 )
-VERDICT = re.compile(r"holds( for all \d+ architectures| for \d+ of \d+ architectures \(not for .+\))?"
-                     r"|does not hold( for any of the \d+ architectures)?|cannot be tested on this study.*")
+VERDICT = re.compile(r"holds( for all \d+ architectures| for both architectures| for \d+ of \d+ architectures \(not for .+\))?"
+                     r"|does not hold( for any of the \d+ architectures| for either architecture)?"
+                     r"|cannot be tested on this study.*")
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +166,9 @@ def test_formatting_helpers():
     ({"mlp": False}, "does not hold"),
     ({"mlp": True, "cnn1d": None}, "holds"),
     ({"logreg": True, "mlp": True, "cnn1d": True}, "holds for all 3 architectures"),
-    ({"logreg": False, "mlp": False}, "does not hold for any of the 2 architectures"),
+    ({"logreg": False, "mlp": False}, "does not hold for either architecture"),
+    ({"logreg": True, "mlp": True}, "holds for both architectures"),
+    ({"logreg": False, "mlp": False, "cnn1d": False}, "does not hold for any of the 3 architectures"),
     ({"logreg": True, "mlp": False, "cnn1d": True}, "holds for 2 of 3 architectures (not for MLP)"),
     ({"logreg": False, "mlp": False, "cnn1d": True}, "holds for 1 of 3 architectures (not for logistic regression, MLP)"),
     ({"new_arch": False, "mlp": True}, "holds for 1 of 2 architectures (not for new_arch)"),

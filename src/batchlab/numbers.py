@@ -59,9 +59,10 @@ def verdict(results: dict[str, bool | None]) -> str:
     no = [plots.ARCH_LABELS.get(a, a) for a, r in known.items() if not r]
     n = len(known)
     if len(yes) == n:
-        return "holds" if n == 1 else f"holds for all {n} architectures"
+        return "holds" if n == 1 else "holds for both architectures" if n == 2 else f"holds for all {n} architectures"
     if not yes:
-        return "does not hold" if n == 1 else f"does not hold for any of the {n} architectures"
+        return ("does not hold" if n == 1 else "does not hold for either architecture" if n == 2
+                else f"does not hold for any of the {n} architectures")
     return f"holds for {len(yes)} of {n} architectures (not for {', '.join(no)})"
 
 
