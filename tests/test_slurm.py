@@ -5,6 +5,7 @@ they are skipped, with the reason."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -172,12 +173,16 @@ class TestSmokeStudyOnSlurm:
         jobs = cluster.history("JobID", "State", "ReqTRES", "AllocTRES", "Account", "Partition", "SubmitLine")
         training = [j for j in jobs if "train_pack_" in j["SubmitLine"]]
         packs = pack_names(work)
-        assert len(packs) == 18  # 3 architectures x 3 batch sizes x 2 chunks of 4 runs
+        cfg = study_config.load(SMOKE)
+        specs = grid.expand(cfg)
+        expected = {p.name for p in grid.packs(specs, {s["run_id"] for s in specs}, cfg["training"]["pack_size"])}
+        assert packs == expected and len(packs) == 22  # the grid's 18 (3 architectures x 3 batch sizes x 2 chunks
+        # of 4 runs) and the variants' 4 more
         # three packs to a job (BATCHLAB_PACKS_PER_JOB=3), every pack in exactly one job
         submitted = [re.findall(r"train_pack_(mnist1d_\w+?_p\d)", j["SubmitLine"].split("--comment")[1].split()[0])
                      for j in training]
         assert sorted(p for job in submitted for p in job) == sorted(packs)
-        assert len(training) == 6
+        assert len(training) == math.ceil(len(packs) / 3)
         for job in training:
             assert job["State"] == "COMPLETED"
             assert job["Account"] == slurm_cluster.ACCOUNT and job["Partition"] == slurm_cluster.PARTITION

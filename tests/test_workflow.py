@@ -361,7 +361,8 @@ def test_ctrl_c_of_snakemake_counts_no_unfinished_run_and_the_rerun_resumes(tmp_
     # long enough packs to be interrupted: 2,000 steps per run, a checkpoint every 250
     config = edited(SMOKE, tmp_path / "long.yaml", architectures=["mlp", "cnn1d"], batch_sizes=[8],
                     learning_rates={"base": [0.001, 0.004], "scaling": "linear", "reference_batch_size": 1},
-                    seeds=[0], budget={"steps": 2000}, training={"pack_size": 4, "checkpoint": {"every_steps": 250}})
+                    seeds=[0], budget={"steps": 2000}, training={"pack_size": 4, "checkpoint": {"every_steps": 250}},
+                    variants={})
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--cores", "2", "--configfile", str(config), "--until", "aggregate_runs"]
     # a session of its own: Ctrl-C at a terminal signals the whole foreground process group
@@ -371,6 +372,7 @@ def test_ctrl_c_of_snakemake_counts_no_unfinished_run_and_the_rerun_resumes(tmp_
     while not (checkpoints.exists() and any(checkpoints.glob("*.pt"))) and job.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+    assert job.poll() is None, job.stdout.read()[-3000:]  # still training when interrupted
     os.killpg(job.pid, signal.SIGINT)
     output, _ = job.communicate(timeout=300)
     assert job.returncode != 0, output[-3000:]
