@@ -250,18 +250,22 @@ def test_kept_weights_are_read_back_equal_and_covered_by_the_checksums(tmp_path)
         store.read_weights(tmp_path, SPEC["run_id"])
 
 
-def test_a_complete_run_without_the_weights_it_now_keeps_is_replaced_by_one_with_them(tmp_path):
+def test_a_complete_run_without_the_weights_it_now_keeps_is_replaced_by_one_with_them_and_kept_aside(tmp_path):
     import torch
 
     assert SPEC.get("keep_weights")  # the tiny study's batch sizes are both ends of its interpolation
     before = {k: v for k, v in SPEC.items() if k != "keep_weights"}
-    store.write_run(tmp_path, before, HISTORY, SUMMARY)  # written before the run was an end
-    assert not store.lacks_weights(tmp_path, before) and store.lacks_weights(tmp_path, SPEC)
+    root = tmp_path / "runs"
+    store.write_run(root, before, HISTORY, SUMMARY)  # written before the run was an end
+    assert not store.lacks_weights(root, before) and store.lacks_weights(root, SPEC)
     with pytest.raises(FileExistsError):  # nothing to add: never overwritten
-        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
-    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.ones(2)})
-    assert not store.lacks_weights(tmp_path, SPEC) and store.check_run(tmp_path, SPEC["run_id"]) is None
-    assert torch.equal(store.read_weights(tmp_path, SPEC["run_id"])["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == [SPEC["run_id"]]  # the old copy is gone, nothing left over
+        store.write_run(root, SPEC, HISTORY, SUMMARY)
+    store.write_run(root, SPEC, HISTORY, SUMMARY, weights={"w": torch.ones(2)})
+    assert not store.lacks_weights(root, SPEC) and store.check_run(root, SPEC["run_id"]) is None
+    assert torch.equal(store.read_weights(root, SPEC["run_id"])["w"], torch.ones(2))
+    assert [p.name for p in root.iterdir()] == [SPEC["run_id"]]  # nothing left over in the store
+    (kept,) = (tmp_path / store.SUPERSEDED).iterdir()  # the copy without weights: kept, never deleted
+    assert kept.name.startswith(SPEC["run_id"] + ".") and not (kept / store.WEIGHTS).exists()
+    assert (kept / store.SUMMARY).read_text() and (kept / store.HISTORY).exists()
     with pytest.raises(FileExistsError):
-        store.write_run(tmp_path, SPEC, HISTORY, SUMMARY, weights={"w": torch.zeros(2)})
+        store.write_run(root, SPEC, HISTORY, SUMMARY, weights={"w": torch.zeros(2)})

@@ -34,6 +34,7 @@ LEGACY_HISTORY = "history.parquet"
 CHECKPOINT = "checkpoint.pt"  # a finished run's final state, kept only when training.checkpoint.keep is set
 WEIGHTS = "weights.pt"  # a finished run's final parameters and buffers, for runs whose spec keeps them
 CORRUPT = "corrupt"  # beside the run store: damaged run folders, moved out of the way, never deleted
+SUPERSEDED = "superseded"  # beside the run store: complete runs replaced by a copy with their final weights
 
 
 class StoreError(OSError):
@@ -105,8 +106,9 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
     :func:`check_run`) is moved to ``<root>/../corrupt/`` first. ``checkpoint``, when given, is kept in the
     folder as ``checkpoint.pt``; ``weights`` (the final ``state_dict``), as ``weights.pt`` on the CPU, covered
     by the summary's checksums like the spec and the history (see :func:`read_weights`). A complete run that
-    lacks the weights its spec keeps (:func:`lacks_weights`) is replaced when they are given. A full disk or a
-    folder that cannot be written raises :class:`StoreError` naming the path; nothing is left half-written."""
+    lacks the weights its spec keeps (:func:`lacks_weights`) is replaced when they are given; the copy it
+    replaces is kept in ``<root>/../superseded/``, never deleted. A full disk or a folder that cannot be written
+    raises :class:`StoreError` naming the path; nothing is left half-written."""
     final = run_dir(root, spec["run_id"])
     replaced = None
     if (final / SUMMARY).exists():
@@ -138,7 +140,7 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
         for f in tmp.iterdir():  # data on disk before the rename makes the run visible
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if replaced is not None:  # swapped for this copy, which has the weights; then removed
+        if replaced is not None:  # swapped for this copy, which has the weights; then kept aside
             shutil.rmtree(replaced, ignore_errors=True)
             os.rename(final, replaced)
         elif final.exists():  # the empty folder a scheduler made for the outputs, or a leftover without summary
@@ -148,7 +150,9 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
                 final.rmdir()
         os.rename(tmp, final)
         if replaced is not None:
-            shutil.rmtree(replaced, ignore_errors=True)
+            kept = Path(root).parent / SUPERSEDED / f"{spec['run_id']}.{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(replaced, kept)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError.of(error, f"cannot write run {spec['run_id']} to {final.parent}") from error
