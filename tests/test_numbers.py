@@ -449,6 +449,8 @@ def test_critical_batch_figure_draws_the_fitted_trade_off(aggregated):
             examples, steps = fit[0].get_xdata(), fit[0].get_ydata()
             b = examples / steps  # every point of the curve lies on S = S_min + E_min / B
             assert steps == pytest.approx(fits.loc[arch, "s_min"] + fits.loc[arch, "e_min"] / b)
+
+
 def _interpolation_table() -> pd.DataFrame:
     """Seed pairs whose train loss along alpha is known: 1 + s (alpha^2 below 0) + l ((alpha-1)^2 above 1),
     plus a bump of 0.3 at alpha 0.5 and seed offsets of -0.1 and +0.1 (which the seed mean cancels)."""

@@ -420,6 +420,8 @@ def test_smoke_study_measures_hardware_and_times_to_target(smoke):
     config = edited(SMOKE, smoke / "one_lr_less.yaml", learning_rates={"base": [0.001, 0.004], "scaling": "linear"})
     jobs = jobs_of(snakemake(smoke, "-n", configfile=config))
     assert "measure_hardware" not in jobs and jobs.get("render_figures_hardware") == 1
+
+
 def test_the_smoke_study_interpolates_each_architecture_between_its_smallest_and_largest_batch(smoke):
     specs = smoke_specs()
     table = pd.read_parquet(smoke / "results" / "tables" / "interpolation.parquet")

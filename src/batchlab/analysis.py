@@ -97,15 +97,15 @@ def spearman(x, y) -> float:
 def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The gradient noise scale over training, per (dataset, arch, batch size) at that batch size's best
     learning rate: per evaluated step, the numerator and denominator averaged over seeds first and their
-    ratio taken last (McCandlish et al. 2018), with the mean train loss and the fraction of training done."""
-    columns = ["dataset", "arch", "batch_size", "step", "progress", "train_loss", "noise_grad_sq", "noise_trace", "b_simple"]
+    ratio taken last (McCandlish et al. 2018), with the mean train loss, the mean test accuracy and the
+    fraction of training done."""
+    keys = ["dataset", "arch", "batch_size"]
+    columns = [*keys, "step", "progress", "train_loss", "test_acc", "noise_grad_sq", "noise_trace", "b_simple"]
     if "noise_trace" not in history or history["noise_trace"].isna().all():
         return pd.DataFrame(columns=columns)
-    best = best_per_batch(seed_mean(runs))[["dataset", "arch", "batch_size", "lr"]]
-    measured = history[history["noise_trace"].notna()].merge(best, on=["dataset", "arch", "batch_size", "lr"])
-    curves = (measured.groupby(["dataset", "arch", "batch_size", "step"], sort=True)
-              [["train_loss", "noise_grad_sq", "noise_trace"]].mean().reset_index())
-    curves["progress"] = curves["step"] / curves.groupby(["dataset", "arch", "batch_size"])["step"].transform("max")
+    curves = best_lr_curves(runs, history[history["noise_trace"].notna()],
+                            ["train_loss", "test_acc", "noise_grad_sq", "noise_trace"])
+    curves["progress"] = curves["step"] / curves.groupby(keys)["step"].transform("max")
     curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
     return curves[columns]
 
@@ -187,17 +187,9 @@ def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: flo
     (seed-averaged numerator over denominator) at the first measured step whose seed-mean test accuracy is at
     least ``target``; the median over batch sizes (NaN where none reaches it)."""
     curves = noise_scale_curves(runs, history)
-    if curves.empty:
-        return math.nan
-    acc = best_lr_curves(runs, history, ["test_acc"])
-    curves = curves.merge(acc[["dataset", "arch", "batch_size", "step", "test_acc"]],
-                          on=["dataset", "arch", "batch_size", "step"])
-    found = []
-    for _, c in curves.groupby(["dataset", "arch", "batch_size"]):
-        reached = c[(c["test_acc"] >= target) & c["b_simple"].notna()].sort_values("step")
-        if len(reached):
-            found.append(float(reached["b_simple"].iloc[0]))
-    return float(np.median(found)) if found else math.nan
+    reached = curves[(curves["test_acc"] >= target) & curves["b_simple"].notna()].sort_values("step")
+    found = reached.groupby(["dataset", "arch", "batch_size"])["b_simple"].first()
+    return float(found.median()) if len(found) else math.nan
 
 
 def log_fit(x, y) -> tuple[float, float]:
@@ -271,6 +263,8 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=TIME_COLUMNS)
     return pd.concat(rows, ignore_index=True)[TIME_COLUMNS]
+
+
 def sharpness_at_best(runs: pd.DataFrame) -> pd.DataFrame:
     """The epsilon-sharpness of the final weights (runs-table columns ``final_sharpness_<epsilon>``) per
     (dataset, arch, batch size) at that batch size's best learning rate: per epsilon, the mean and standard
@@ -329,6 +323,8 @@ def interpolation_rises(curves: pd.DataFrame, delta: float = 0.5, split: str = "
             "barrier": max(0.0, max(between) - max(loss[0.0], loss[1.0])),
         })
     return pd.DataFrame(rows, columns=columns)
+
+
 def main_grid(runs: pd.DataFrame, history: pd.DataFrame | None = None):
     """The main grid's runs (``variant`` empty or absent), and with ``history`` also its rows: what every
     figure and number uses but the variants' own (see ``variants`` in the config)."""

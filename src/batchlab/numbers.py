@@ -160,21 +160,20 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
 
 
 def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
-    """Claim 8 (Keskar et al.): per architecture, the epsilon-sharpness of the final weights (the 1e-3 box
-    where measured) at the best learning rate of the smallest and of the largest batch size, averaged over
-    seeds; the claim holds for an architecture where the largest batch size's is the larger."""
+    """Claim 8 (Keskar et al.): per architecture on the study's first dataset, the epsilon-sharpness of the
+    final weights (the 1e-3 box where measured) at the best learning rate of the smallest and of the largest
+    batch size, averaged over seeds (:func:`batchlab.analysis.sharpness_at_best`); the claim holds for an architecture where the largest batch size's is the larger."""
     columns = sorted((c for c in runs.columns if c.startswith("final_sharpness_")), key=lambda c: -float(c.rsplit("_", 1)[1]))
     column = "final_sharpness_0.001" if "final_sharpness_0.001" in columns else (columns[0] if columns else None)
     values = {"SharpEps": sci(float(column.rsplit("_", 1)[1])) if column else NA}
     holds = {}
+    runs = runs[runs["dataset"] == runs["dataset"].iloc[0]]  # the study's first dataset, as every number
+    phi = analysis.sharpness_at_best(runs)
+    phi = phi[phi["epsilon"] == float(column.rsplit("_", 1)[1])] if column else phi
     for arch in models.ARCHITECTURES:
-        runs_of = runs[runs["arch"] == arch]
-        small = large = math.nan
-        if column and len(runs_of) and runs_of[column].notna().any():
-            best = analysis.best_per_batch(analysis.seed_mean(runs_of))
-            at = {int(r.batch_size): r.lr for r in best.itertuples()}
-            small, large = (float(runs_of.loc[(runs_of["batch_size"] == b) & np.isclose(runs_of["lr"], at[b]), column].mean())
-                            for b in (min(at), max(at)))
+        sizes = runs.loc[runs["arch"] == arch, "batch_size"]
+        at = phi[phi["arch"] == arch].set_index("batch_size")["sharpness"]
+        small, large = (float(at.get(b, math.nan)) for b in (sizes.min(), sizes.max())) if len(sizes) else (math.nan,) * 2
         values[macro_name("SharpSmallB", arch)] = num(small, ".3g")
         values[macro_name("SharpLargeB", arch)] = num(large, ".3g")
         if not (math.isnan(small) or math.isnan(large)):
@@ -394,13 +393,14 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
     cells = analysis.schedule_cells(runs)
     table = analysis.budget_comparison(runs)
     values = {"VarTolerance": pct(GROWTH_TOLERANCE, 0)}
-    variant_runs = runs[analysis.variant_roles(runs) != ""]
+    roles = analysis.variant_roles(runs)
+    variant_runs = runs[roles != ""]
     values["VarNumRuns"] = str(len(variant_runs))
     values["VarTrainMinutes"] = num(variant_runs["train_seconds"].sum() / 60, ".1f")
-    grown = runs[analysis.variant_roles(runs) == "batch_growth"]
+    grown = runs[roles == "batch_growth"]
     values["VarGrowthFactor"] = num(grown["batch_schedule_factor"].iloc[0], "g") if len(grown) else NA
     values["VarGrowthBatch"] = str(int(grown["batch_size"].min())) if len(grown) else NA
-    dropped = runs[analysis.variant_roles(runs) == "batch_drop"]
+    dropped = runs[roles == "batch_drop"]
     values["VarDropSmallBatch"] = str(int(dropped["batch_schedule_small_batch"].iloc[0])) if len(dropped) else NA
     values["VarDropBatch"] = str(int(dropped["batch_size"].iloc[0])) if len(dropped) else NA
     values["VarFixedSteps"] = str(int(table["steps_steps"].iloc[0])) if len(table) else NA

@@ -367,6 +367,11 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
         train_time, wall_before = max(r["train_time"] for r in resume), max(r["wall_time"] for r in resume)
     resumed_at = step if resume is not None else None
 
+    def final_weights(i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s final parameters and buffers (a diverged member's as it diverged), named as in its
+        own model."""
+        return frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
+
     def member_checkpoint(i: int, pending: list[float]) -> dict:
         group = [dict(g, lr=float(lrs[max(step - 1, 0), i])) for g in groups[i]]
         return checkpoint.run_state(
@@ -387,7 +392,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
         if checkpoints is not None and checkpoints.keep:
             checkpoints.final[specs[i]["run_id"]] = member_checkpoint(i, [])
         if kept_weights is not None and specs[i].get("keep_weights"):
-            kept_weights[specs[i]["run_id"]] = frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
+            kept_weights[specs[i]["run_id"]] = final_weights(i)
         results[i] = (history, summary)
         if on_finish:
             on_finish(i, history, summary)
@@ -479,8 +484,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     finally:
         torch.backends.mkldnn.enabled = onednn_default
     if final_states is not None:
-        final_states.extend(frozen.get(i) or {n: t.detach().clone() for n, t in model.member_state(i).items()}
-                            for i in range(k))
+        final_states.extend(final_weights(i) for i in range(k))
     for i in range(k):
         if results[i] is None:
             finish(i)
