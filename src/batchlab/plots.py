@@ -80,8 +80,10 @@ def _log2_axis(ax, values) -> None:
     ax.minorticks_off()
 
 
-def _legend(fig: plt.Figure, axes: dict, extra: list[tuple] | tuple = ()) -> None:
-    """One legend right of the panels: every panel's entries once, then ``extra`` (handle, label) pairs."""
+def _legend(fig: plt.Figure, axes: dict, extra: list[tuple] | tuple = (), loc: str = "outside right center",
+            ncols: int = 1) -> None:
+    """One legend right of the panels (or at ``loc``): every panel's entries once, then ``extra`` (handle,
+    label) pairs."""
     handles, labels = [], []
     for ax in axes.values():
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -91,7 +93,7 @@ def _legend(fig: plt.Figure, axes: dict, extra: list[tuple] | tuple = ()) -> Non
     for handle, label in extra:
         handles.append(handle)
         labels.append(label)
-    fig.legend(handles, labels, loc="outside right center")
+    fig.legend(handles, labels, loc=loc, ncols=ncols)
 
 
 def _lr_label(value: float) -> str:
@@ -445,13 +447,7 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
             device = str(hw["device_name"].iloc[0]) if hw["device"].iloc[0] == "cuda" else "CPU"
             bottom.set_title(f"throughput on {device}", fontsize=7)
         bottom.set_xlabel("batch size B")
-    handles, labels = [], []
-    for ax in axes.flat:
-        for handle, text in zip(*ax.get_legend_handles_labels()):
-            if text not in labels:
-                handles.append(handle)
-                labels.append(text)
-    fig.legend(handles, labels, loc="outside lower center", ncols=3)
+    _legend(fig, {i: ax for i, ax in enumerate(axes.flat)}, loc="outside lower center", ncols=3)
     return fig
 
 
