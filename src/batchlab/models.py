@@ -38,6 +38,7 @@ nn = _LazyNN()
 class Architecture:
     build: Callable[..., nn.Module]
     input_ndim: int | None  # non-batch dims accepted: 2 = (C, L), 3 = (C, H, W), None = any
+    label: str = ""  # the name figures and the paper print ("logistic regression"); the key where empty
 
 
 def logreg(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -121,13 +122,19 @@ def resnet_small(input_shape: tuple[int, ...], num_classes: int, width: int = 32
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "logreg": Architecture(logreg, None),
-    "mlp": Architecture(mlp, None),
-    "cnn1d": Architecture(cnn1d, 2),
-    "cnn": Architecture(cnn, 3),
-    "cnn_bn": Architecture(cnn_bn, 3),
-    "resnet_small": Architecture(resnet_small, 3),
+    "logreg": Architecture(logreg, None, "logistic regression"),
+    "mlp": Architecture(mlp, None, "MLP"),
+    "cnn1d": Architecture(cnn1d, 2, "1-D CNN"),
+    "cnn": Architecture(cnn, 3, "CNN"),
+    "cnn_bn": Architecture(cnn_bn, 3, "CNN + BN"),
+    "resnet_small": Architecture(resnet_small, 3, "ResNet-style CNN"),
 }
+
+
+def label(name: str) -> str:
+    """How figures and the paper name architecture ``name`` (its registry key when it has no label)."""
+    arch = ARCHITECTURES.get(name)
+    return arch.label if arch is not None and arch.label else name
 
 
 def build(name: str, input_shape: tuple[int, ...], num_classes: int, options: dict | None = None) -> nn.Module:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis, models, plots
+from batchlab import analysis, models
 
 NA = "n/a"
 
@@ -56,7 +56,7 @@ def verdict(results: dict[str, bool | None]) -> str:
     if not known:
         return "cannot be tested on this study"
     yes = [a for a, r in known.items() if r]
-    no = [plots.ARCH_LABELS.get(a, a) for a, r in known.items() if not r]
+    no = [models.label(a) for a, r in known.items() if not r]
     n = len(known)
     if len(yes) == n:
         return "holds" if n == 1 else "holds for both architectures" if n == 2 else f"holds for all {n} architectures"
@@ -76,7 +76,7 @@ def _describe_budget(runs: pd.DataFrame) -> str:
 
     per_arch = {arch: words(group.iloc[0]) for arch, group in runs.groupby("arch", sort=False)}
     common = pd.Series(list(per_arch.values())).mode().iloc[0]
-    others = [f"{b} for {plots.ARCH_LABELS.get(a, a)}" for a, b in per_arch.items() if b != common]
+    others = [f"{b} for {models.label(a)}" for a, b in per_arch.items() if b != common]
     return common + (f" ({'; '.join(others)})" if others else "")
 
 
@@ -509,7 +509,7 @@ def hardware_numbers(runs: pd.DataFrame, hardware: pd.DataFrame | None) -> dict[
                 out["PeakThroughputBatch"] = str(int(top["batch_size"]))
             failed = h[~h["fits"].astype(bool)]
             if len(failed):
-                oom.append(f"{plots.ARCH_LABELS.get(arch, arch)} from $B={int(failed['batch_size'].min())}$")
+                oom.append(f"{models.label(arch)} from $B={int(failed['batch_size'].min())}$")
             if t["target"].notna().any():
                 out["HwTarget"] = pct(float(t["target"].iloc[0]), 0)
             reached = t[t["steps"].notna()]

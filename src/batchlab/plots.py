@@ -17,8 +17,6 @@ from batchlab import analysis, models  # noqa: E402
 
 WIDTH = 6.5  # inches: the text width of the paper
 PANEL_HEIGHT = 2.1
-ARCH_LABELS = {"logreg": "logistic regression", "mlp": "MLP", "cnn1d": "1-D CNN", "cnn": "CNN", "cnn_bn": "CNN + BN",
-               "resnet_small": "ResNet-style CNN"}
 
 
 def style() -> None:
@@ -58,7 +56,7 @@ def _panels(runs: pd.DataFrame, sharey: bool = False):
         for c in range(ncols):
             if c < len(archs):
                 ax = axes[r][c]
-                ax.set_title(f"{ARCH_LABELS.get(archs[c], archs[c])} ({d})" if len(datasets) > 1 else ARCH_LABELS.get(archs[c], archs[c]))
+                ax.set_title(f"{models.label(archs[c])} ({d})" if len(datasets) > 1 else models.label(archs[c]))
                 placed[(d, archs[c])] = ax
             else:
                 axes[r][c].set_visible(False)
@@ -399,7 +397,7 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(2, len(keys), figsize=(WIDTH, 2 * PANEL_HEIGHT), squeeze=False, constrained_layout=True)
     for c, (d, arch) in enumerate(keys):
         top, bottom = axes[0][c], axes[1][c]
-        label = ARCH_LABELS.get(arch, arch)
+        label = models.label(arch)
         t = times[(times["dataset"] == d) & (times["arch"] == arch)].sort_values("batch_size")
         hw = hardware[(hardware["dataset"] == d) & (hardware["arch"] == arch)].sort_values("batch_size") if len(hardware) else hardware
         target = t["target"].iloc[0] if len(t) else np.nan
@@ -548,7 +546,7 @@ def batch_schedules(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
     drops = drops[drops["role"] == "batch_drop"] if "batch_drop_steps" in drops else drops.iloc[:0]
     cells = analysis.schedule_cells(runs)
     for row, (d, arch) in enumerate(panels):
-        title = ARCH_LABELS.get(arch, arch) + (f" ({d})" if curves["dataset"].nunique() > 1 else "")
+        title = models.label(arch) + (f" ({d})" if curves["dataset"].nunique() > 1 else "")
         for col, x in enumerate(("epoch", "step")):
             ax = axes[row][col]
             for role, (label, color, line) in ROLE_STYLE.items():
