@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from batchlab import store
+from batchlab import files
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -274,7 +274,7 @@ def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
     try:
-        with store.writing(out_path, f"dataset {name!r}"):
+        with files.writing(out_path, f"dataset {name!r}"):
             out_path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, **arrays)
             tmp.replace(out_path)

@@ -11,20 +11,17 @@ re-parses the Snakefile while other jobs finish).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Iterable
 
 from batchlab import batch_schedule, data
+from batchlab.ids import UNHASHED, run_id, spec_hash, without_id  # noqa: F401  (the grid's names for them)
 from batchlab.config import arch_settings, variant_architectures, variant_settings
 
 # Bump when a change to training changes what a spec means; every run id changes with it.
 TRAINING_VERSION = 1
-# Spec keys that say what a run keeps besides its results, not what it computes: left out of its id, so
-# marking a run to keep its final weights (evaluation.interpolation) never changes which run it is.
-UNHASHED = ("keep_weights",)
 
 
 def scale_lr(base: float, batch_size: int, rule: str, reference_batch_size: int) -> float:
@@ -40,28 +37,6 @@ def resolve_steps(budget: dict, batch_size: int, n_train: int) -> int:
         return int(budget["steps"])
     examples = budget["examples"] if "examples" in budget else budget["epochs"] * n_train
     return max(1, round(examples / batch_size))
-
-
-def _canonical(obj):
-    if isinstance(obj, float):
-        return float(repr(obj)) if math.isfinite(obj) else repr(obj)
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    return obj
-
-
-def spec_hash(spec: dict) -> str:
-    """Hash of a resolved spec (canonical JSON, sorted keys)."""
-    text = json.dumps(_canonical(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def run_id(spec: dict) -> str:
-    """Readable prefix plus the first 10 hex digits of the spec's hash."""
-    prefix = f"{spec['dataset']}-{spec['arch']}-b{spec['batch_size']}-lr{spec['lr']:.3g}-s{spec['seed']}"
-    return f"{prefix}-{spec_hash(without_id(spec))[:10]}"
 
 
 def _number(value):
@@ -213,11 +188,6 @@ def interpolation_jobs(config: dict) -> list[dict]:
             if ends:
                 jobs.append({"dataset": dataset, "arch": arch, "small_batch": ends[0], "large_batch": ends[1]})
     return jobs
-
-
-def without_id(spec: dict) -> dict:
-    """The spec as hashed (``run_id`` and the :data:`UNHASHED` keys removed)."""
-    return {k: v for k, v in spec.items() if k != "run_id" and k not in UNHASHED}
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,11 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from batchlab import ids
+from batchlab.files import StoreError, check_writable, writing  # noqa: F401  (the store's errors)
 
 if TYPE_CHECKING:  # pandas is imported where histories are read or written, not on every workflow parse
     import pandas as pd
@@ -37,55 +39,8 @@ CORRUPT = "corrupt"  # beside the run store: damaged run folders, moved out of t
 SUPERSEDED = "superseded"  # beside the run store: complete runs replaced by a copy with their final weights
 
 
-class StoreError(OSError):
-    """The run store cannot be written (a full disk, a folder without write permission): names the path."""
-
-    @classmethod
-    def of(cls, error: OSError, message: str) -> StoreError:
-        """``message``, then the system's reason for ``error`` (the text of its errno: pyarrow's own
-        ``strerror`` wraps it in words of its own)."""
-        reason = os.strerror(error.errno) if error.errno else (error.strerror or str(error))
-        new = cls(f"{message}: {reason}")
-        new.errno = error.errno
-        return new
-
-
 class DamagedRunError(ValueError):
     """A run folder whose files do not match its summary's checksums or its name."""
-
-
-def check_writable(folder: str | Path, room: int = 2**20) -> None:
-    """Raise :class:`StoreError` naming ``folder`` unless a file of ``room`` bytes can be written there (in
-    its nearest existing parent when it does not exist yet, so nothing is created): a read-only, full or
-    forbidden results folder then stops the workflow before any job, not in the middle of one."""
-    folder = Path(folder)
-    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
-    probe = existing / f".batchlab-write-test-{os.getpid()}"
-    try:
-        with open(probe, "wb") as f:
-            f.write(bytes(room))
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as error:
-        raise StoreError.of(error, f"cannot write to the results folder {folder.absolute()}"
-                            f"{'' if existing == folder else f' (in {existing})'}") from None
-    finally:
-        try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-@contextmanager
-def writing(path: str | Path, what: str):
-    """Turn an ``OSError`` while writing ``what`` to ``path`` (a full disk, no permission) into a
-    :class:`StoreError` that names the path."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except OSError as error:
-        raise StoreError.of(error, f"cannot write {what} to {path}") from error
 
 
 def run_dir(root: str | Path, run_id: str) -> Path:
@@ -232,10 +187,9 @@ def _inspect(folder: Path, run_id: str, keep_history: bool = False) -> tuple[str
 
 def _hashed_id(spec: dict) -> str | None:
     """The id the grid gives ``spec``'s content, or None when it is not a spec."""
-    from batchlab import grid
 
     try:
-        return grid.run_id(grid.without_id(spec))
+        return ids.run_id(ids.without_id(spec))
     except (KeyError, TypeError, ValueError):
         return None
 
