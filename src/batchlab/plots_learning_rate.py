@@ -1,0 +1,101 @@
+"""The learning-rate figures (notebook ``learning_rate``): test accuracy over the grid of batch sizes and
+learning rates, the best learning rate per batch size, and the noise temperature."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from batchlab import analysis
+from batchlab.panels import batch_axis, batch_colors, legend, lr_axis_label, lr_label, of_panel, panels, ramp
+
+def accuracy_vs_base_lr(runs: pd.DataFrame) -> plt.Figure:
+    """The ``accuracy_vs_base_lr`` figure: final test accuracy against the base learning rate lr/B, one curve
+    per batch size; red crosses mark settings where a seed diverged."""
+    cells = analysis.seed_mean(runs)
+    colors = batch_colors(cells["batch_size"])
+    fig, axes = panels(runs)
+    for key, ax in axes.items():
+        for b, g in of_panel(cells, key).groupby("batch_size"):
+            g = g.sort_values("base_lr")
+            ax.plot(g["base_lr"], 100 * g["final_test_acc"], "-o", color=colors[b], label=f"B={b}")
+            div = g[g["diverged_frac"] > 0]
+            ax.plot(div["base_lr"], 100 * div["final_test_acc"], "x", color="crimson", markersize=5, mew=1.2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("base learning rate lr / B")
+        ax.set_ylabel("test accuracy (%)")
+    legend(fig, axes.values(), [(plt.Line2D([], [], ls="", marker="x", color="crimson", mew=1.2), "diverged")])
+    return fig
+
+
+def heatmap(runs: pd.DataFrame) -> plt.Figure:
+    """The ``heatmap`` figure: seed-mean test accuracy over batch size x learning rate, the value written in
+    each cell; a red cross marks cells where a seed diverged."""
+    cells = analysis.seed_mean(runs)
+    fig, axes = panels(runs)
+    image = None
+    for key, ax in axes.items():
+        sub = of_panel(cells, key)
+        grid = sub.pivot_table(index="batch_size", columns="lr_grid_value", values="final_test_acc")
+        div = sub.pivot_table(index="batch_size", columns="lr_grid_value", values="diverged_frac")
+        image = ax.imshow(100 * grid.values, origin="lower", aspect="auto", vmin=0, vmax=100, cmap="viridis")
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                if np.isnan(grid.values[i, j]):
+                    continue
+                if div.values[i, j] > 0:
+                    ax.text(j, i, "×", ha="center", va="center", color="crimson", fontsize=8, fontweight="bold")
+                else:
+                    v = 100 * grid.values[i, j]
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v < 60 else "black")
+        labels = [lr_label(v) for v in grid.columns]
+        long = any(not label.startswith("$") for label in labels) and len(labels) > 4  # decimals need room
+        ax.set_xticks(range(grid.shape[1]), labels, rotation=60 if long else 0)
+        ax.set_yticks(range(grid.shape[0]), [str(b) for b in grid.index])
+        ax.set_xlabel(lr_axis_label(runs))
+        ax.set_ylabel("batch size B")
+        ax.grid(False)
+    fig.colorbar(image, ax=list(axes.values()), label="test accuracy (%)", shrink=0.9)
+    return fig
+
+
+def best_lr(runs: pd.DataFrame) -> plt.Figure:
+    """The ``best_lr`` figure: the best learning rate against batch size on log-log axes, with linear and
+    square-root references through the smallest batch size's best lr."""
+    best = analysis.best_per_batch(analysis.seed_mean(runs))
+    fig, axes = panels(runs)
+    for key, ax in axes.items():
+        b = of_panel(best, key).sort_values("batch_size")
+        x = b["batch_size"].to_numpy(float)
+        ax.plot(x, b["lr"], "-o", color="black", label="best lr")
+        ax.plot(x, b["lr"].iloc[0] * x / x[0], "--", color="tab:blue", lw=0.9, label="∝ B (linear)")
+        ax.plot(x, b["lr"].iloc[0] * np.sqrt(x / x[0]), ":", color="tab:orange", lw=1.1, label="∝ √B (square root)")
+        ax.set_yscale("log")
+        batch_axis(ax, x)
+        ax.set_ylabel("best learning rate")
+    legend(fig, axes.values())
+    return fig
+
+
+def noise_temperature(runs: pd.DataFrame) -> plt.Figure:
+    """The ``noise_temperature`` figure: final test accuracy against batch size, one line per noise
+    temperature lr / (B (1 - m)) (Smith & Le 2018): a flat line means equal temperature, equal outcome; where
+    it bends is the limit. Crosses mark settings where a seed diverged."""
+    cells = analysis.temperature_cells(runs)
+    color = ramp("plasma", sorted(cells["temperature_bin"].unique()), 0.1, 0.75)
+    fig, axes = panels(runs, sharey=True)
+    for key, ax in axes.items():
+        sub = of_panel(cells, key)
+        for t, g in sub.groupby("temperature_bin"):
+            g = g.sort_values("batch_size")
+            if len(g) < 2:  # one batch size is no line
+                continue
+            stable = g["final_test_acc"].where(g["diverged_frac"] == 0)
+            ax.plot(g["batch_size"], 100 * stable, "-o", color=color[t], label=f"T={lr_label(t)}")
+            div = g[g["diverged_frac"] > 0]
+            ax.plot(div["batch_size"], 100 * div["final_test_acc"], "x", color=color[t], markersize=5, mew=1.2)
+        batch_axis(ax, sub["batch_size"])
+        ax.set_ylabel("test accuracy (%)")
+    legend(fig, axes.values(), [(plt.Line2D([], [], ls="", marker="x", color="0.3", mew=1.2), "a seed diverged")])
+    return fig

@@ -1,0 +1,71 @@
+"""batchlab.plots: the figures draw what the tables hold (one curve per batch size at its best learning rate,
+one line per noise temperature, the fitted critical-batch trade-off, the variants' bars), on the tiny study of
+tests/test_numbers.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from batchlab import analysis, plots
+
+# The tiny study (24 runs trained into a run store, then aggregated) and its made-up variant rows.
+from test_numbers import _with_variants, aggregated, study  # noqa: F401  (aggregated and study are fixtures)
+
+
+def visible_axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+@pytest.mark.parametrize("name", ["distance", "grad_norms"])
+def test_dynamics_figures_draw_one_curve_per_batch_size_at_its_best_lr(aggregated, name):
+    history, runs = aggregated
+    fig = getattr(plots, name)(runs, history)
+    axes = visible_axes(fig)
+    assert [ax.get_title() for ax in axes] == ["logistic regression", "MLP"]
+    column = "dist_init" if name == "distance" else "grad_norm_q50"
+    curves = analysis.best_lr_curves(runs, history, [column])
+    for ax, arch in zip(axes, ("logreg", "mlp")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"B=8", "B=32", "B=128"}
+        c = curves[(curves["arch"] == arch) & (curves["batch_size"] == 32) & (curves["step"] > 0)]
+        assert list(lines["B=32"].get_ydata()) == pytest.approx(list(c[column]))
+    assert axes[0].get_xscale() == ("log" if name == "distance" else "linear")
+
+
+def test_noise_temperature_figure_draws_one_line_per_temperature(aggregated):
+    _, runs = aggregated
+    fig = plots.noise_temperature(runs)
+    mlp = visible_axes(fig)[1]
+    cells = analysis.temperature_cells(runs[runs["arch"] == "mlp"])
+    labelled = [line for line in mlp.get_lines() if line.get_label().startswith("T=")]
+    assert len(labelled) == cells["temperature_bin"].nunique() == 2
+    for line in labelled:  # each line: one temperature across the batch sizes
+        assert list(line.get_xdata()) == [8, 32, 128]
+
+
+def test_critical_batch_figure_draws_the_fitted_trade_off(aggregated):
+    _, runs = aggregated
+    fig = plots.critical_batch(runs)
+    fits = analysis.critical_batches(runs).set_index("arch")
+    for ax, arch in zip(visible_axes(fig), ("logreg", "mlp")):
+        if math.isnan(fits.loc[arch, "target"]):
+            assert "no target reached" in [t.get_text() for t in ax.texts]
+            continue
+        fit = [line for line in ax.get_lines() if line.get_label().startswith("fit")]
+        if math.isfinite(fits.loc[arch, "e_min"]):
+            examples, steps = fit[0].get_xdata(), fit[0].get_ydata()
+            b = examples / steps  # every point of the curve lies on S = S_min + E_min / B
+            assert steps == pytest.approx(fits.loc[arch, "s_min"] + fits.loc[arch, "e_min"] / b)
+
+
+
+def test_the_variants_figures_without_and_with_variant_runs(aggregated):
+    history, runs = aggregated
+    for fig in (plots.budgets(runs), plots.batch_schedules(runs, history)):  # a study without variants
+        assert "no " in fig.axes[0].texts[0].get_text()
+    fig = plots.budgets(_with_variants(runs, 0.505, True))
+    bars = [p.get_height() for p in fig.axes[0].patches]  # mlp: fixed epochs at 8, 128, then fixed steps
+    best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"])).set_index("batch_size")["final_test_acc"]
+    assert bars == pytest.approx([best[8], best[128], best[8], best[128] + 0.05])
