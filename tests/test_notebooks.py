@@ -1,12 +1,14 @@
 """batchlab.notebooks: papermill runs a notebook with its parameters; a notebook that raises fails with the
-cell and the exception named, and its executed copy, traceback included, is kept."""
+cell and the exception named, and its executed copy, traceback included, is kept; inside a notebook, show
+saves a figure and displays it, overview summarises the runs per panel."""
 
 from __future__ import annotations
 
 import nbformat
+import pandas as pd
 import pytest
 
-from batchlab.notebooks import NotebookError, execute
+from batchlab.notebooks import NotebookError, execute, overview
 
 
 def write_notebook(path, *cells: str):
@@ -42,3 +44,23 @@ def test_a_notebook_that_raises_fails_and_keeps_its_executed_copy(tmp_path):
         assert "Traceback" in text or "traceback" in text
         assert "no figure for value 3" in text
     assert not (tmp_path / "bad.html").exists()
+
+
+def test_show_saves_the_figure_as_pdf_and_png_and_displays_it_in_the_notebook(tmp_path):
+    notebook = write_notebook(
+        tmp_path / "show.ipynb",
+        "import matplotlib.pyplot as plt\nfrom batchlab.notebooks import show\n"
+        "fig, ax = plt.subplots()\nax.plot([0, 1], [value, value])\nshow('line', fig, figures_dir)",
+    )
+    executed = tmp_path / "out" / "show.ipynb"
+    execute(notebook, str(executed), str(tmp_path / "show.html"), {"value": 2, "figures_dir": str(tmp_path / "figures")})
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["line.pdf", "line.png"]
+    (output,) = nbformat.read(executed, as_version=4).cells[-1].outputs  # the image, and no list of paths
+    assert output.output_type == "display_data" and "image/png" in output.data
+
+
+def test_overview_counts_runs_divergences_and_the_best_accuracy_per_panel():
+    runs = pd.DataFrame({"dataset": ["d"] * 3, "arch": ["mlp", "mlp", "logreg"], "run_id": ["a", "b", "c"],
+                         "diverged": [True, False, False], "final_test_acc": [0.1, 0.8, 0.5]})
+    table = overview(runs)
+    assert table.loc[("d", "mlp")].tolist() == [2, 1, 0.8] and table.loc[("d", "logreg")].tolist() == [1, 0, 0.5]

@@ -1,10 +1,16 @@
-"""Executing analysis notebooks: papermill with parameters, then an HTML copy for the supplement."""
+"""The analysis notebooks: executing one (papermill with parameters, then an HTML copy for the supplement), and
+what every notebook uses inside (:func:`show` a figure while saving it, :func:`overview` of the runs)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 def execute(notebook: str, executed: str, html: str, parameters: dict, log_path: str | None = None) -> None:
@@ -41,3 +47,26 @@ def execute(notebook: str, executed: str, html: str, parameters: dict, log_path:
 
 class NotebookError(RuntimeError):
     """An analysis notebook raised; the message names the cell, the exception and the executed copy."""
+
+
+# -- inside a notebook -----------------------------------------------------------------------------------
+
+
+def show(name: str, fig: Figure, figures_dir: str | Path) -> None:
+    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png`` (see :func:`batchlab.plots.save`) and show
+    the PNG in the notebook, so its HTML copy has the very image the report gets. Returns nothing, so a cell
+    that ends with it shows the figure and no list of paths."""
+    from IPython.display import Image, display
+
+    from batchlab import plots  # here, not above: executing a notebook needs no matplotlib
+
+    _, png = plots.save(fig, Path(figures_dir) / name)
+    display(Image(filename=str(png)))
+
+
+def overview(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, architecture): how many runs, how many of them diverged, and the best final test
+    accuracy of any run; the first thing a notebook shows of the study it draws."""
+    return runs.groupby(["dataset", "arch"]).agg(
+        runs=("run_id", "size"), diverged=("diverged", "sum"), best_test_acc=("final_test_acc", "max")
+    )

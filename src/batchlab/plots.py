@@ -1,4 +1,4 @@
-"""The study's 17 figures, in one paper-ready style. Each figure function takes the tables (never run folders)
+"""The study's 16 figures, in one paper-ready style. Each figure function takes the tables (never run folders)
 and returns a matplotlib Figure, mostly with one panel per (dataset, architecture); :func:`style` sets the
 style before drawing and :func:`save` writes ``<figure>.pdf`` and ``<figure>.png``.
 
