@@ -53,7 +53,8 @@ def test_show_saves_the_figure_as_pdf_and_png_and_displays_it_in_the_notebook(tm
         "fig, ax = plt.subplots()\nax.plot([0, 1], [value, value])\nshow('line', fig, figures_dir)",
     )
     executed = tmp_path / "out" / "show.ipynb"
-    execute(notebook, str(executed), str(tmp_path / "show.html"), {"value": 2, "figures_dir": str(tmp_path / "figures")})
+    parameters = {"value": 2, "figures_dir": str(tmp_path / "figures")}
+    execute(notebook, str(executed), str(tmp_path / "show.html"), parameters)
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["line.pdf", "line.png"]
     (output,) = nbformat.read(executed, as_version=4).cells[-1].outputs  # the image, and no list of paths
     assert output.output_type == "display_data" and "image/png" in output.data

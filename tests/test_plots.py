@@ -7,11 +7,25 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from batchlab import analysis, plots
+from batchlab import analysis, plots, store, tables, train
 
-# The tiny study (24 runs trained into a run store, then aggregated) and its made-up variant rows.
-from test_numbers import _with_variants, aggregated, study  # noqa: F401  (aggregated and study are fixtures)
+from conftest import tiny_specs
+from test_numbers import CHANGES, _with_variants
+
+
+@pytest.fixture(scope="module")
+def aggregated(tmp_path_factory, mnist1d_tensors):
+    """The tiny study of test_numbers.py (2 architectures x 3 batch sizes x 2 lrs x 2 seeds), trained into a
+    run store and aggregated: (history, runs)."""
+    root = tmp_path_factory.mktemp("runs")
+    paths = []
+    for spec in tiny_specs(**CHANGES):
+        history, summary = train.train_run(spec, mnist1d_tensors, torch.device("cpu"))
+        store.write_run(root, spec, history, summary)
+        paths.append(store.summary_path(root, spec["run_id"]))
+    return tables.aggregate(paths, {"logreg": [0.12, 0.2], "mlp": [0.12, 0.2]})
 
 
 def visible_axes(fig):

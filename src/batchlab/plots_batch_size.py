@@ -22,7 +22,8 @@ def learning_curves(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
         for _, row in of_panel(best, key).iterrows():
             h = evaluations[(evaluations["batch_size"] == row["batch_size"]) & np.isclose(evaluations["lr"], row["lr"])]
             curve = h.groupby("epoch")["test_acc"].mean()
-            ax.plot(curve.index, 100 * curve.values, color=colors[int(row["batch_size"])], label=f"B={int(row['batch_size'])}")
+            b = int(row["batch_size"])
+            ax.plot(curve.index, 100 * curve.values, color=colors[b], label=f"B={b}")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
     legend(fig, axes.values())

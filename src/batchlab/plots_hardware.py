@@ -8,7 +8,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from batchlab import analysis
-from batchlab.panels import PANEL_HEIGHT, WIDTH, legend, log2_axis, log_values_axis, note, of_panel, panel_keys, panel_title
+from batchlab.panels import (
+    PANEL_HEIGHT, WIDTH, legend, log2_axis, log_values_axis, note, of_panel, panel_keys, panel_title,
+)
 
 
 def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:

@@ -48,7 +48,8 @@ def heatmap(runs: pd.DataFrame) -> plt.Figure:
                     ax.text(j, i, "×", ha="center", va="center", color="crimson", fontsize=8, fontweight="bold")
                 else:
                     v = 100 * grid.values[i, j]
-                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v < 60 else "black")
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=5,
+                            color="white" if v < 60 else "black")
         labels = [lr_label(v) for v in grid.columns]
         long = any(not label.startswith("$") for label in labels) and len(labels) > 4  # decimals need room
         ax.set_xticks(range(grid.shape[1]), labels, rotation=60 if long else 0)
