@@ -116,12 +116,12 @@ def macros(name: str, evidence: Mapping[str, Evidence], absent: str = "") -> dic
 def _grid_lacks(e: Evidence, batch_sizes: int = 2, lrs: int = 1) -> Untestable | None:
     """Why the grid of ``e`` cannot test a rule that compares ``batch_sizes`` batch sizes and ``lrs``
     learning rates, or None."""
+    if not e["stable"]:
+        return Untestable("every run diverged")
     if e["batch_sizes"] < batch_sizes:
         return Untestable("one batch size" if e["batch_sizes"] < 2 else f"fewer than {batch_sizes} batch sizes")
     if e["lrs"] < lrs:
         return Untestable("one learning rate in the grid")
-    if not e["stable"]:
-        return Untestable("every run diverged")
     return None
 
 
