@@ -35,6 +35,8 @@ def runs_table(rng: np.random.Generator, s: dict) -> pd.DataFrame:
     """One row per run with the runs table's columns (batchlab.tables), metrics drawn at random."""
     rows = []
     for dataset, arch, b, g, seed in itertools.product(s["datasets"], s["archs"], s["batches"], s["lrs"], s["seeds"]):
+        if dataset == s["datasets"][0] and arch not in s["archs"][: s["first_dataset_archs"]]:
+            continue  # an architecture trained on the other datasets only
         diverged = bool(s["diverged"] == "all" or (s["diverged"] == "some" and rng.random() < 0.4))
         test_acc, train_acc = rng.uniform(0.05, 0.9, 2)
         nan_if = lambda x: math.nan if diverged and s["nan_when_diverged"] else x  # noqa: E731
@@ -99,6 +101,7 @@ studies = st.fixed_dictionaries({
     "archs": st.lists(st.sampled_from(["logreg", "mlp", "cnn1d"]), min_size=1, max_size=3, unique=True),
     "batches": st.lists(st.sampled_from([2, 8, 32, 128]), min_size=1, max_size=4, unique=True),
     "lrs": st.lists(st.sampled_from([0.001, 0.004, 0.016]), min_size=1, max_size=3, unique=True),
+    "first_dataset_archs": st.integers(1, 3),
     "seeds": st.sampled_from([[0], [0, 1]]),
     "scaling": st.sampled_from(["linear", "none"]),
     "diverged": st.sampled_from(["none", "some", "all"]),
@@ -111,7 +114,7 @@ studies = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(studies)
 def test_numbers_build_for_any_small_study(tmp_path_factory, s):
     rng = np.random.default_rng(s["seed"])
@@ -134,7 +137,8 @@ def test_numbers_build_for_any_small_study(tmp_path_factory, s):
         for name in ("ClaimOneAcc", "ClaimThree", "ClaimFour", "ClaimSix", "ClaimNine"):
             assert values[name] == "cannot be tested on this study"
             assert "every run diverged" in values[f"{name}Untested"]
-    if len(s["batches"]) == 1 and not runs.groupby("arch")["diverged"].all().any():
+    first = runs[runs["dataset"] == runs["dataset"].iloc[0]]  # every claim is judged on the first dataset
+    if len(s["batches"]) == 1 and not first.groupby("arch")["diverged"].all().any():
         assert values["ClaimOneAcc"] == "cannot be tested on this study"
         assert "one batch size" in values["ClaimOneAccUntested"]
     if len(s["lrs"]) == 1:
