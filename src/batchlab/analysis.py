@@ -15,6 +15,15 @@ CELL = ["dataset", "arch", "batch_size", "lr_grid_value", "lr", "base_lr"]
 METRICS = ["final_test_acc", "final_train_acc", "gap_acc", "gap_loss", "best_test_acc", "final_dist_init", "final_test_loss"]
 
 
+def first_dataset(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of ``table`` on the study's first dataset (that of ``runs``' first row; ``table``'s own
+    without ``runs``): every number of the paper but the study facts is of that dataset."""
+    source = table if runs is None else runs
+    if not len(source) or not len(table):
+        return table.iloc[:0]
+    return table[table["dataset"] == source["dataset"].iloc[0]]
+
+
 def target_columns(runs: pd.DataFrame) -> list[str]:
     return sorted((c for c in runs.columns if c.startswith("steps_to_acc_")), key=lambda c: float(c.rsplit("_", 1)[1]))
 

@@ -109,8 +109,9 @@ def macros(name: str, evidence: Mapping[str, Evidence], absent: str = "") -> dic
 
 # -- the rules -------------------------------------------------------------------------------------------
 # Each reads named numbers of one architecture's evidence (see batchlab.numbers) and answers True, False or
-# Untestable with the reason. The grid facts every rule may need: ``batch_sizes`` and ``lrs`` (how many),
-# ``stable`` (how many cells have a seed that did not diverge).
+# Untestable with the reason. The grid facts every rule may need (batchlab.numbers.grid_facts): how many
+# ``batch_sizes`` and grid ``lrs`` the architecture has, and how many of its runs are ``stable`` (did not
+# diverge).
 
 
 def _grid_lacks(e: Evidence, batch_sizes: int = 2, lrs: int = 1) -> Untestable | None:
@@ -126,7 +127,8 @@ def _grid_lacks(e: Evidence, batch_sizes: int = 2, lrs: int = 1) -> Untestable |
 
 
 def _smaller_at_large_batch(key: str, larger: bool = False, what: str = "") -> Callable[..., bool | Untestable]:
-    """A rule: ``<key>_large`` below (or above, ``larger``) ``<key>_small``."""
+    """A rule: the evidence's ``<key>_large`` (at the largest batch size) is below ``<key>_small`` (at the
+    smallest), or above with ``larger``; ``what`` names the number in the reason when one is missing."""
     def rule(e: Evidence, t: Mapping[str, float]) -> bool | Untestable:
         if why := _grid_lacks(e):
             return why

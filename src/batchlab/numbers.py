@@ -19,7 +19,7 @@ from batchlab import analysis, claims, models
 from batchlab.claims import verdict  # noqa: F401  (re-exported: the paper's verdict texts)
 from batchlab.formatting import NA, duration, finite, macro_name, num, pct, sci, to_latex  # noqa: F401
 from batchlab.side_numbers import (  # noqa: F401  (re-exported)
-    HARDWARE_STEMS, first_dataset, hardware_numbers, interpolation_numbers, variant_numbers)
+    HARDWARE_STEMS, hardware_numbers, interpolation_numbers, variant_numbers)
 
 
 def _describe_budget(runs: pd.DataFrame) -> str:
@@ -66,7 +66,7 @@ def grid_facts(runs: pd.DataFrame) -> dict[str, float]:
 
 def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[str, float]]:
     """Macros of one architecture (on the study's first dataset) and its evidence for the claims."""
-    sub = first_dataset(runs[runs["arch"] == arch], runs)
+    sub = analysis.first_dataset(runs[runs["arch"] == arch], runs)
     cells = analysis.seed_mean(sub)
     best = analysis.best_per_batch(cells).sort_values("batch_size")
     small, large = best.iloc[0], best.iloc[-1]
@@ -131,7 +131,7 @@ def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
     column = "final_sharpness_0.001" if "final_sharpness_0.001" in columns else (columns[0] if columns else None)
     values = {"SharpEps": sci(float(column.rsplit("_", 1)[1])) if column else NA}
     evidence = {}
-    runs = first_dataset(runs)
+    runs = analysis.first_dataset(runs)
     phi = analysis.sharpness_at_best(runs)
     phi = phi[phi["epsilon"] == float(column.rsplit("_", 1)[1])] if column else phi
     for arch in models.ARCHITECTURES:
@@ -151,7 +151,7 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     """Claim 10 (McCandlish et al.): per architecture, the median over batch sizes (each at its best learning
     rate) of B_simple at the first and at the last measured step, and the Spearman correlation between train
     loss and B_simple over all measured points (the rule: claim "ten" of :data:`batchlab.claims.CLAIMS`)."""
-    curves = first_dataset(analysis.noise_scale_curves(runs, history), runs)
+    curves = analysis.first_dataset(analysis.noise_scale_curves(runs, history), runs)
     values, evidence = {}, {}
     for arch in models.ARCHITECTURES:
         c = curves[(curves["arch"] == arch) & curves["b_simple"].notna()]
@@ -178,7 +178,7 @@ def temperature_numbers(runs: pd.DataFrame) -> dict[str, str]:
     test accuracy stays within ``TempTolerance`` points of the best so far."""
     values, evidence = {"TempTolerance": pct(analysis.ALIKE_TOLERANCE, 0)}, {}
     for arch in models.ARCHITECTURES:
-        sub = first_dataset(runs[runs["arch"] == arch], runs)
+        sub = analysis.first_dataset(runs[runs["arch"] == arch], runs)
         within = across = best_t = limit = math.nan
         if len(sub):
             cells = analysis.temperature_cells(sub)
@@ -199,7 +199,7 @@ def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[st
     the median noise scale B_simple where runs reach that target (the rule: claim "ten_crit" of
     :data:`batchlab.claims.CLAIMS`, 'of the order of')."""
     values, evidence = {}, {}
-    runs = first_dataset(runs)
+    runs = analysis.first_dataset(runs)
     fits = analysis.critical_batches(runs).set_index("arch")
     for arch in models.ARCHITECTURES:
         sub = runs[runs["arch"] == arch]
@@ -224,7 +224,7 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
     ||w_t - w_0|| = a + b log t), and the median minibatch gradient norm over training at the smallest and
     the largest batch size."""
     values = {}
-    curves = first_dataset(analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"]), runs)
+    curves = analysis.first_dataset(analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"]), runs)
     for arch in models.ARCHITECTURES:
         c = curves[curves["arch"] == arch]
         rsq = small = large = math.nan
@@ -282,7 +282,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     variant_values = variant_numbers(runs, history)
     runs, history = analysis.main_grid(runs, history)
     values = study_facts(runs, history, study)
-    archs = list(dict.fromkeys(first_dataset(runs)["arch"]))
+    archs = list(dict.fromkeys(analysis.first_dataset(runs)["arch"]))
     evidence, per_arch = {}, {}
     for arch in archs:
         per_arch[arch], evidence[arch] = arch_numbers(runs, arch)

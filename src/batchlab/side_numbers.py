@@ -12,15 +12,6 @@ from batchlab import analysis, claims, models
 from batchlab.formatting import NA, duration, latex_text, macro_name, num, pct
 
 
-def first_dataset(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The rows of ``table`` on the study's first dataset (that of ``runs``' first row; ``table``'s own
-    without ``runs``): every number of the paper but the study facts is of that dataset."""
-    source = table if runs is None else runs
-    if not len(source) or not len(table):
-        return table.iloc[:0]
-    return table[table["dataset"] == source["dataset"].iloc[0]]
-
-
 def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     """Claims 5 and 7 from the variant runs (see ``variants`` in the config; roles by
     :func:`batchlab.analysis.variant_roles`), per architecture on the study's first dataset.
@@ -31,7 +22,7 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
     Claim 7 (Hoffer; Shallue): per batch size of the fixed-step variant, the best lr's accuracy at the main
     grid's fixed epochs and at the fixed steps; the gap (smallest minus largest of those batch sizes) at
     fixed steps against the gap at fixed epochs (claim "seven_steps")."""
-    runs = first_dataset(runs)
+    runs = analysis.first_dataset(runs)
     cells = analysis.schedule_cells(runs)
     table = analysis.budget_comparison(runs)
     values = {"VarTolerance": pct(claims.CLAIMS["five"].thresholds["tolerance"], 0)}
@@ -122,8 +113,8 @@ def hardware_numbers(runs: pd.DataFrame, hardware: pd.DataFrame | None) -> dict[
     (samples/s) and its batch size; the device, its threads and what ran out of memory."""
     measured = hardware is not None and len(hardware) > 0
     values = {"HwDevice": NA, "HwThreads": NA, "HwMaxTried": NA, "HwOutOfMemory": "not measured"}
-    times = first_dataset(analysis.time_to_target(runs, hardware), runs) if measured else None
-    hw = first_dataset(hardware, runs) if measured else None
+    times = analysis.first_dataset(analysis.time_to_target(runs, hardware), runs) if measured else None
+    hw = analysis.first_dataset(hardware, runs) if measured else None
     if measured:
         row = hw.iloc[0] if len(hw) else hardware.iloc[0]
         values["HwDevice"] = latex_text(str(row["device_name"]) if row["device"] == "cuda" else f"CPU ({row['device_name']})")
@@ -150,7 +141,7 @@ def interpolation_numbers(table: pd.DataFrame | None) -> dict[str, str]:
     and large-batch solutions (the study's first dataset), the rise of the seed-mean train loss over a step
     ``d`` beyond each solution (alpha 0 to -d, alpha 1 to 1 + d; ``d`` the step nearest 0.5 on the grid) and
     the barrier between them; the rule is claim "eight_interp" of :data:`batchlab.claims.CLAIMS`."""
-    table = first_dataset(table if table is not None else pd.DataFrame(columns=["dataset", "alpha", "seed"]))
+    table = analysis.first_dataset(table if table is not None else pd.DataFrame(columns=["dataset", "alpha", "seed"]))
     rises = analysis.interpolation_rises(analysis.interpolation_curves(table))
     alphas = sorted(table["alpha"].unique())
     values = {"InterpPoints": str(len(alphas)) if alphas else NA,
