@@ -229,7 +229,7 @@ def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
 
 
 def test_compute_claim_verdicts(macros):
-    claims = {k: v for k, v in macros.items() if k.startswith("Claim")}
+    claims = {k: v for k, v in macros.items() if k.startswith("Claim") and not k.endswith(("Rule", "Untested"))}
     assert set(claims) == {"ClaimOneAcc", "ClaimOneGap", "ClaimTwoNarrows", "ClaimTwoSmallBest", "ClaimThree",
                            "ClaimSix", "ClaimSeven", "ClaimEight", "ClaimNine", "ClaimTen", "ClaimEleven",
                            "ClaimFour", "ClaimFive", "ClaimTenCrit", "ClaimEightInterp", "ClaimSevenSteps"}
@@ -237,6 +237,10 @@ def test_compute_claim_verdicts(macros):
         assert VERDICT.fullmatch(text), (name, text)
     assert macros["ClaimFive"].startswith("cannot be tested")  # no run of this study changes its batch size
     assert macros["ClaimEleven"] == "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
+    for name in claims:  # each verdict comes with its rule in words and the architectures it cannot test
+        assert macros[f"{name}Rule"][0].isupper()
+        assert re.fullmatch(r"(; n/a for [^;]+ \([^;]+\))*| \(.+\)", macros[f"{name}Untested"]), name
+    assert macros["ClaimFiveUntested"] == " (the study has no variant runs)"
 
 
 def test_compute_covers_a_newly_registered_architecture(monkeypatch, aggregated):
@@ -498,6 +502,6 @@ def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth
 def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macros):
     history, runs = aggregated
     with_variants = numbers.compute(_with_variants(runs, 0.505, True), history, study="tiny_study")
-    own = {k for k in with_variants if k.startswith("Var") or k in ("ClaimFive", "ClaimSevenSteps")}
+    own = {k for k in with_variants if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps"))}
     assert {k: v for k, v in with_variants.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
     assert macros["ClaimFive"] == macros["ClaimSevenSteps"] == "cannot be tested on this study"

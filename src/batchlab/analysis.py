@@ -8,8 +8,20 @@ import math
 import numpy as np
 import pandas as pd
 
+# re-exported: figures, notebooks and numbers read the fits as analysis.<name>
+from batchlab.fits import critical_batch, log_fit, loglog_slope, spearman, split_slopes  # noqa: F401
+
 CELL = ["dataset", "arch", "batch_size", "lr_grid_value", "lr", "base_lr"]
 METRICS = ["final_test_acc", "final_train_acc", "gap_acc", "gap_loss", "best_test_acc", "final_dist_init", "final_test_loss"]
+
+
+def first_dataset(table: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of ``table`` on the study's first dataset (that of ``runs``' first row; ``table``'s own
+    without ``runs``): every number of the paper but the study facts is of that dataset."""
+    source = table if runs is None else runs
+    if not len(source) or not len(table):
+        return table.iloc[:0]
+    return table[table["dataset"] == source["dataset"].iloc[0]]
 
 
 def target_columns(runs: pd.DataFrame) -> list[str]:
@@ -70,30 +82,6 @@ def steps_to_target(cells: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log(y) on log(x) over the finite, positive points (NaN with fewer than 2)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if keep.sum() < 2:
-        return math.nan
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
-
-
-def split_slopes(x, y) -> tuple[float, float]:
-    """Log-log slopes over the smaller and the larger half of the x values (the halves share the middle
-    point): 'scales, then flattens' shows as a first slope near the ideal and a second one nearer 0."""
-    order = np.argsort(np.asarray(x, float))
-    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
-    mid = len(x) // 2
-    return loglog_slope(x[: mid + 1], y[: mid + 1]), loglog_slope(x[mid:], y[mid:])
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (NaN when undefined)."""
-    s = pd.Series(np.asarray(y, float)).rank().corr(pd.Series(np.asarray(x, float)).rank())
-    return float(s) if s is not None else math.nan
-
-
 def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
     """The gradient noise scale over training, per (dataset, arch, batch size) at that batch size's best
     learning rate: per evaluated step, the numerator and denominator averaged over seeds first and their
@@ -135,13 +123,20 @@ def temperature_spreads(cells: pd.DataFrame, max_batch: float) -> tuple[float, f
     test accuracy across batch sizes (within), and the mean over batch sizes of its standard deviation
     across temperatures (across). Groups of a single setting are left out."""
     ok = cells[(cells["diverged_frac"] == 0) & (cells["batch_size"] <= max_batch)]
+    if ok.empty:  # every setting diverged: nothing to compare (and no numeric column to average)
+        return math.nan, math.nan
     std = lambda g: g["final_test_acc"].std(ddof=0) if len(g) > 1 else math.nan  # noqa: E731
     within = ok.groupby("temperature_bin").apply(std, include_groups=False).mean()
     across = ok.groupby("batch_size").apply(std, include_groups=False).mean()
     return float(within), float(across)
 
 
-def alike_limit(cells: pd.DataFrame, tolerance: float = 0.02) -> tuple[float, float]:
+# How far (a fraction) test accuracy may fall below the best so far at equal temperature and still count as
+# 'alike' (:func:`alike_limit`).
+ALIKE_TOLERANCE = 0.02
+
+
+def alike_limit(cells: pd.DataFrame, tolerance: float = ALIKE_TOLERANCE) -> tuple[float, float]:
     """At the temperature whose best setting is the best of all (stable settings only): that temperature and
     the largest batch size up to which every batch size's test accuracy stays within ``tolerance`` of the best
     accuracy at that temperature among the batch sizes so far (the limit of 'equal temperature, equal
@@ -160,28 +155,6 @@ def alike_limit(cells: pd.DataFrame, tolerance: float = 0.02) -> tuple[float, fl
     return float(t), limit
 
 
-def critical_batch(batch_sizes, steps) -> dict[str, float]:
-    """Fit the steps-examples trade-off of McCandlish et al. (2018), S(B) = S_min + E_min / B, which is
-    (S/S_min - 1)(E/E_min - 1) = 1 with E = B S, to the fewest steps to a target at each batch size (least
-    squares on the relative error, both terms at least 0), and return S_min, E_min and the critical batch
-    size B_crit = E_min / S_min (infinite when the steps never stop falling like 1/B: S_min = 0)."""
-    b, s = np.asarray(batch_sizes, float), np.asarray(steps, float)
-    keep = np.isfinite(b) & np.isfinite(s) & (b > 0) & (s > 0)
-    b, s = b[keep], s[keep]
-    if len(b) < 2:
-        return {"s_min": math.nan, "e_min": math.nan, "b_crit": math.nan, "points": int(len(b))}
-    design = np.column_stack([np.ones_like(b), 1.0 / b]) / s[:, None]  # rows scaled by 1/S: relative error
-    coef = np.linalg.lstsq(design, np.ones_like(s), rcond=None)[0]
-    if coef[0] < 0:  # no floor within reach: steps fall like 1/B over the whole range
-        coef = np.array([0.0, np.sum(design[:, 1]) / np.sum(design[:, 1] ** 2)])
-    elif coef[1] < 0:  # no scaling at all: steps flat in B
-        coef = np.array([np.sum(design[:, 0]) / np.sum(design[:, 0] ** 2), 0.0])
-    s_min, e_min = (float(c) for c in coef)
-    s_min = 0.0 if s_min <= 1e-9 * s.min() else s_min  # zero to rounding
-    b_crit = e_min / s_min if s_min > 0 else math.inf
-    return {"s_min": s_min, "e_min": e_min, "b_crit": b_crit, "points": int(len(b))}
-
-
 def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: float) -> float:
     """B_simple where training reaches a target: per batch size at its best learning rate, the noise scale
     (seed-averaged numerator over denominator) at the first measured step whose seed-mean test accuracy is at
@@ -190,20 +163,6 @@ def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: flo
     reached = curves[(curves["test_acc"] >= target) & curves["b_simple"].notna()].sort_values("step")
     found = reached.groupby(["dataset", "arch", "batch_size"])["b_simple"].first()
     return float(found.median()) if len(found) else math.nan
-
-
-def log_fit(x, y) -> tuple[float, float]:
-    """Least-squares fit of y = a + b log(x) over the finite points with x > 0: the slope b and the share of
-    the variance of y it explains (R^2)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
-    if keep.sum() < 3:
-        return math.nan, math.nan
-    lx, y = np.log(x[keep]), y[keep]
-    slope, intercept = np.polyfit(lx, y, 1)
-    residual = y - (intercept + slope * lx)
-    total = np.sum((y - y.mean()) ** 2)
-    return float(slope), float(1 - np.sum(residual**2) / total) if total > 0 else math.nan
 
 
 def main_target(cells: pd.DataFrame) -> tuple[str | None, pd.DataFrame | None]:

@@ -1,69 +1,25 @@
 """Every number the paper quotes, computed from the tables and written as LaTeX ``\\newcommand`` macros.
 
 Per-architecture macros exist for every registered architecture (``n/a`` where the study has none), so the
-paper builds for any study. Each claim of the paper gets a verdict macro computed by a stated rule, so the
-text says what the data say: "holds for 3 of 3 architectures", "does not hold", ...
+paper builds for any study. Each claim of the paper gets a verdict macro computed by its rule in
+:data:`batchlab.claims.CLAIMS`, with the rule in words and the architectures it could not test, so the text
+says what the data say: "holds for 3 of 3 architectures", "does not hold", ... Every number but the study
+facts is of the study's first dataset.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis, models
-
-NA = "n/a"
-
-
-def macro_name(*parts: str) -> str:
-    """A LaTeX-safe macro name: letters only, digits spelled out, CamelCase ("cnn1d" -> "CnnOneD")."""
-    digits = ["Zero", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine"]
-    out = ""
-    for part in parts:
-        for run in re.findall(r"[A-Za-z]+|[0-9]", str(part)):
-            out += digits[int(run)] if run.isdigit() else run[:1].upper() + run[1:]
-    return out
-
-
-def pct(x: float, digits: int = 1) -> str:
-    return NA if x is None or not math.isfinite(x) else f"{100 * x:.{digits}f}"
-
-
-def num(x: float, fmt: str = ".2f") -> str:
-    """A number for the text; negative ones in math mode, so the sign is a minus, not a hyphen."""
-    if x is None or not math.isfinite(float(x)):
-        return NA
-    text = format(float(x), fmt)
-    return f"\\ensuremath{{{text}}}" if text.startswith("-") else text
-
-
-def sci(x: float) -> str:
-    """A learning rate for the text: 3 significant digits, LaTeX-friendly exponent."""
-    if x is None or not math.isfinite(x):
-        return NA
-    mantissa, exponent = f"{x:.2e}".split("e")
-    exponent = int(exponent)
-    return f"{float(mantissa):g}" if exponent == 0 else f"\\ensuremath{{{float(mantissa):g}\\times 10^{{{exponent}}}}}"
-
-
-def verdict(results: dict[str, bool | None]) -> str:
-    """'holds for all 3 architectures', 'holds for 2 of 3 architectures (not for MLP)', 'does not hold', ..."""
-    known = {a: r for a, r in results.items() if r is not None}
-    if not known:
-        return "cannot be tested on this study"
-    yes = [a for a, r in known.items() if r]
-    no = [models.label(a) for a, r in known.items() if not r]
-    n = len(known)
-    if len(yes) == n:
-        return "holds" if n == 1 else "holds for both architectures" if n == 2 else f"holds for all {n} architectures"
-    if not yes:
-        return ("does not hold" if n == 1 else "does not hold for either architecture" if n == 2
-                else f"does not hold for any of the {n} architectures")
-    return f"holds for {len(yes)} of {n} architectures (not for {', '.join(no)})"
+from batchlab import analysis, claims, models
+from batchlab.claims import verdict  # noqa: F401  (re-exported: the paper's verdict texts)
+from batchlab.formatting import NA, duration, finite, macro_name, num, pct, sci, to_latex  # noqa: F401
+from batchlab.side_numbers import (  # noqa: F401  (re-exported)
+    HARDWARE_STEMS, hardware_numbers, interpolation_numbers, variant_numbers)
 
 
 def _describe_budget(runs: pd.DataFrame) -> str:
@@ -100,9 +56,17 @@ def _describe_schedule(runs: pd.DataFrame) -> str:
     return text
 
 
-def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[str, bool | None]]:
-    """Macros and claim checks of one architecture (on the study's first dataset)."""
-    sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+def grid_facts(runs: pd.DataFrame) -> dict[str, float]:
+    """What every claim's rule may need to know of one architecture's grid: how many batch sizes
+    (``batch_sizes``) and grid learning rates (``lrs``) it has, and how many runs did not diverge
+    (``stable``)."""
+    return {"batch_sizes": runs["batch_size"].nunique(), "lrs": runs["lr_grid_value"].nunique(),
+            "stable": int((~runs["diverged"].astype(bool)).sum())}
+
+
+def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[str, float]]:
+    """Macros of one architecture (on the study's first dataset) and its evidence for the claims."""
+    sub = analysis.first_dataset(runs[runs["arch"] == arch], runs)
     cells = analysis.seed_mean(sub)
     best = analysis.best_per_batch(cells).sort_values("batch_size")
     small, large = best.iloc[0], best.iloc[-1]
@@ -144,53 +108,55 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
         a("FixedAccLargeB"): pct(fixed_acc),
         a("AccCorr"): num(analysis.spearman(best["batch_size"], best["final_test_acc"])),
     }
-    finite = lambda *xs: all(x is not None and math.isfinite(x) for x in xs)  # noqa: E731
-    checks = {
-        "one_acc": bool(large["final_test_acc"] < small["final_test_acc"]),
-        "one_gap": bool(large["gap_acc"] > small["gap_acc"]),
-        "two_narrows": bool(stable.iloc[-1]["n_stable"] < stable.iloc[0]["n_stable"]),
-        "two_small_best": bool(top["batch_size"] <= 32),
-        "three": (0.5 <= lr_small_slope <= 1.5 and lr_large_slope < lr_small_slope) if finite(lr_small_slope, lr_large_slope) else None,
-        "six": (-1.5 <= st_small <= -0.5 and st_large > st_small) if finite(st_small, st_large) else None,
-        "seven": bool(large["final_test_acc"] > fixed_acc + 0.005) if finite(fixed_acc) else None,
-        "nine": bool(large["final_dist_init"] < small["final_dist_init"]),
-        "best_acc": float(top["final_test_acc"]),
+    evidence = {
+        **grid_facts(sub),
+        "acc_small": float(small["final_test_acc"]), "acc_large": float(large["final_test_acc"]),
+        "gap_small": float(small["gap_acc"]), "gap_large": float(large["gap_acc"]),
+        "stable_small": float(stable.iloc[0]["n_stable"]), "stable_large": float(stable.iloc[-1]["n_stable"]),
+        "top_batch": float(top["batch_size"]), "best_acc": float(top["final_test_acc"]),
+        "lr_slope_small": lr_small_slope, "lr_slope_large": lr_large_slope,
+        "steps_target": float(target.rsplit("_", 1)[1]) if target else math.nan,
+        "steps_slope_small": st_small, "steps_slope_large": st_large, "fixed_acc": fixed_acc,
+        "dist_small": float(small["final_dist_init"]), "dist_large": float(large["final_dist_init"]),
     }
-    return values, checks
+    return values, evidence
 
 
 def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
     """Claim 8 (Keskar et al.): per architecture on the study's first dataset, the epsilon-sharpness of the
     final weights (the 1e-3 box where measured) at the best learning rate of the smallest and of the largest
-    batch size, averaged over seeds (:func:`batchlab.analysis.sharpness_at_best`); the claim holds for an architecture where the largest batch size's is the larger."""
+    batch size, averaged over seeds (:func:`batchlab.analysis.sharpness_at_best`); the rule is claim "eight"
+    of :data:`batchlab.claims.CLAIMS`."""
     columns = sorted((c for c in runs.columns if c.startswith("final_sharpness_")), key=lambda c: -float(c.rsplit("_", 1)[1]))
     column = "final_sharpness_0.001" if "final_sharpness_0.001" in columns else (columns[0] if columns else None)
     values = {"SharpEps": sci(float(column.rsplit("_", 1)[1])) if column else NA}
-    holds = {}
-    runs = runs[runs["dataset"] == runs["dataset"].iloc[0]]  # the study's first dataset, as every number
+    evidence = {}
+    runs = analysis.first_dataset(runs)
     phi = analysis.sharpness_at_best(runs)
     phi = phi[phi["epsilon"] == float(column.rsplit("_", 1)[1])] if column else phi
     for arch in models.ARCHITECTURES:
-        sizes = runs.loc[runs["arch"] == arch, "batch_size"]
+        sub = runs[runs["arch"] == arch]
         at = phi[phi["arch"] == arch].set_index("batch_size")["sharpness"]
-        small, large = (float(at.get(b, math.nan)) for b in (sizes.min(), sizes.max())) if len(sizes) else (math.nan,) * 2
+        small, large = ((float(at.get(b, math.nan)) for b in (sub["batch_size"].min(), sub["batch_size"].max()))
+                        if len(sub) else (math.nan,) * 2)
         values[macro_name("SharpSmallB", arch)] = num(small, ".3g")
         values[macro_name("SharpLargeB", arch)] = num(large, ".3g")
-        if not (math.isnan(small) or math.isnan(large)):
-            holds[arch] = large > small
-    values["ClaimEight"] = verdict(holds)
+        if len(sub):
+            evidence[arch] = {**grid_facts(sub), "sharp_small": small, "sharp_large": large}
+    values.update(claims.macros("eight", evidence))
     return values
 
 
 def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     """Claim 10 (McCandlish et al.): per architecture, the median over batch sizes (each at its best learning
     rate) of B_simple at the first and at the last measured step, and the Spearman correlation between train
-    loss and B_simple over all measured points; the claim holds for an architecture where that correlation
-    is negative (the noise scale grows as the loss falls)."""
-    curves = analysis.noise_scale_curves(runs, history)
-    values, holds = {}, {}
+    loss and B_simple over all measured points (the rule: claim "ten" of :data:`batchlab.claims.CLAIMS`)."""
+    curves = analysis.first_dataset(analysis.noise_scale_curves(runs, history), runs)
+    values, evidence = {}, {}
     for arch in models.ARCHITECTURES:
         c = curves[(curves["arch"] == arch) & curves["b_simple"].notna()]
+        if arch in set(runs["arch"]):
+            evidence[arch] = {"noise_measured": bool(len(c)), "noise_rho": math.nan}
         if c.empty:
             values.update({macro_name(stem, arch): NA for stem in ("NoiseStart", "NoiseEnd", "NoiseRho")})
             continue
@@ -199,44 +165,44 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
         scale = lambda x: num(x, ".0f" if abs(x) >= 10 else ".2g")  # noqa: E731  (examples per batch)
         values.update({macro_name("NoiseStart", arch): scale(start), macro_name("NoiseEnd", arch): scale(end),
                        macro_name("NoiseRho", arch): num(rho, ".2f")})
-        holds[arch] = None if math.isnan(rho) else rho < 0
-    values["ClaimTen"] = verdict(holds)
+        evidence[arch]["noise_rho"] = rho
+    values.update(claims.macros("ten", evidence))
     return values
 
 
 def temperature_numbers(runs: pd.DataFrame) -> dict[str, str]:
     """Claim 4 (Smith & Le; Jastrzebski et al.): per architecture, over the stable settings with batch sizes up
     to the median one, the spread (standard deviation, points) of test accuracy across batch sizes at equal
-    noise temperature against its spread across temperatures at equal batch size; the claim holds for an
-    architecture where the first is less than half the second. The limit: at the best temperature, the
-    largest batch size up to which test accuracy stays within 2 points of the best so far."""
-    values, holds = {}, {}
+    noise temperature against its spread across temperatures at equal batch size (the rule: claim "four" of
+    :data:`batchlab.claims.CLAIMS`). The limit: at the best temperature, the largest batch size up to which
+    test accuracy stays within ``TempTolerance`` points of the best so far."""
+    values, evidence = {"TempTolerance": pct(analysis.ALIKE_TOLERANCE, 0)}, {}
     for arch in models.ARCHITECTURES:
-        sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+        sub = analysis.first_dataset(runs[runs["arch"] == arch], runs)
         within = across = best_t = limit = math.nan
         if len(sub):
             cells = analysis.temperature_cells(sub)
             within, across = analysis.temperature_spreads(cells, float(np.median(cells["batch_size"].unique())))
             best_t, limit = analysis.alike_limit(cells)
+            evidence[arch] = {**grid_facts(sub), "temp_within": within, "temp_across": across}
         values[macro_name("TempWithin", arch)] = pct(within)
         values[macro_name("TempAcross", arch)] = pct(across)
         values[macro_name("TempBest", arch)] = sci(best_t) if math.isfinite(best_t) else NA
         values[macro_name("TempLimit", arch)] = str(int(limit)) if math.isfinite(limit) else NA
-        if math.isfinite(within) and math.isfinite(across):
-            holds[arch] = within < across / 2
-    values["ClaimFour"] = verdict(holds)
+    values.update(claims.macros("four", evidence))
     return values
 
 
 def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
     """Claim 10, second part (McCandlish et al.): per architecture, the critical batch size E_min / S_min of the
     trade-off fitted to the fewest steps to the target (the highest reached at half the batch sizes), against
-    the median noise scale B_simple where runs reach that target; the claim holds for an architecture where
-    they agree within a factor of 10 ('of the order of')."""
-    values, holds = {}, {}
-    fits = analysis.critical_batches(runs[runs["dataset"] == runs["dataset"].iloc[0]]).set_index("arch")
+    the median noise scale B_simple where runs reach that target (the rule: claim "ten_crit" of
+    :data:`batchlab.claims.CLAIMS`, 'of the order of')."""
+    values, evidence = {}, {}
+    runs = analysis.first_dataset(runs)
+    fits = analysis.critical_batches(runs).set_index("arch")
     for arch in models.ARCHITECTURES:
-        sub = runs[(runs["arch"] == arch) & (runs["dataset"] == runs["dataset"].iloc[0])]
+        sub = runs[runs["arch"] == arch]
         target = fits.loc[arch, "target"] if arch in fits.index else math.nan
         b_crit = fits.loc[arch, "b_crit"] if arch in fits.index else math.nan
         b_simple = (analysis.noise_scale_at_target(sub, history[history["arch"] == arch], target)
@@ -246,11 +212,9 @@ def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[st
                                              else f"above {int(big)}" if b_crit == math.inf else NA)
         values[macro_name("BSimpleTarget", arch)] = num(b_simple, ".0f")
         values[macro_name("CritTarget", arch)] = pct(target, 0) if math.isfinite(target) else NA
-        if math.isfinite(b_crit) and math.isfinite(b_simple) and b_simple > 0:
-            holds[arch] = 0.1 <= b_crit / b_simple <= 10
-        elif b_crit == math.inf and math.isfinite(b_simple):  # B_crit beyond the grid: at least its largest B
-            holds[arch] = None if 10 * b_simple >= big else False
-    values["ClaimTenCrit"] = verdict(holds)
+        if len(sub):
+            evidence[arch] = {"crit_target": target, "b_crit": b_crit, "b_simple": b_simple, "batch_max": big}
+    values.update(claims.macros("ten_crit", evidence))
     return values
 
 
@@ -260,9 +224,9 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
     ||w_t - w_0|| = a + b log t), and the median minibatch gradient norm over training at the smallest and
     the largest batch size."""
     values = {}
-    curves = analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"])
+    curves = analysis.first_dataset(analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"]), runs)
     for arch in models.ARCHITECTURES:
-        c = curves[(curves["arch"] == arch) & (curves["dataset"] == runs["dataset"].iloc[0])]
+        c = curves[curves["arch"] == arch]
         rsq = small = large = math.nan
         if len(c):
             fits = [analysis.log_fit(g["step"], g["dist_init"])[1] for _, g in c.groupby("batch_size")]
@@ -275,55 +239,17 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
     return values
 
 
-def interpolation_numbers(table: pd.DataFrame | None) -> dict[str, str]:
-    """Claim 8's second half (Keskar et al.): along the 1-D interpolation between each architecture's small-
-    and large-batch solutions (the study's first dataset), the rise of the seed-mean train loss over a step
-    ``d`` beyond each solution (alpha 0 to -d, alpha 1 to 1 + d; ``d`` the step nearest 0.5 on the grid) and
-    the barrier between them; the curve is steeper on the large-batch side for an architecture where the
-    rise beyond alpha 1 is the larger."""
-    table = table if table is not None else pd.DataFrame(columns=["dataset", "alpha"])
-    if len(table):
-        table = table[table["dataset"] == table["dataset"].iloc[0]]
-    rises = analysis.interpolation_rises(analysis.interpolation_curves(table))
-    alphas = sorted(table["alpha"].unique())
-    values = {"InterpPoints": str(len(alphas)) if alphas else NA,
-              "InterpAlphaMin": num(alphas[0], "g") if alphas else NA,
-              "InterpAlphaMax": num(alphas[-1], "g") if alphas else NA,
-              "InterpDelta": num(rises["delta"].iloc[0], "g") if len(rises) else NA,
-              "InterpSeeds": str(table["seed"].nunique()) if len(table) else NA}
-    holds = {}
-    for arch in models.ARCHITECTURES:
-        r = rises[rises["arch"] == arch]
-        row = r.iloc[0] if len(r) else None
-        get = lambda key: float(row[key]) if row is not None else math.nan  # noqa: E731
-        values.update({
-            macro_name("InterpSmallB", arch): str(int(row["small_batch"])) if row is not None else NA,
-            macro_name("InterpLargeB", arch): str(int(row["large_batch"])) if row is not None else NA,
-            macro_name("InterpRiseSmall", arch): num(get("rise_small"), ".3g"),
-            macro_name("InterpRiseLarge", arch): num(get("rise_large"), ".3g"),
-            macro_name("InterpBarrier", arch): num(get("barrier"), ".3g"),
-        })
-        if math.isfinite(get("rise_small")) and math.isfinite(get("rise_large")):
-            holds[arch] = get("rise_large") > get("rise_small")
-    values["ClaimEightInterp"] = verdict(holds)
-    return values
-
-
-def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
-            hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
-    """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
-    table (batchlab.hardware), when measured, and ``interpolation`` the interpolation table, when the study
-    has one. Only the variants' own numbers read the variant runs; every other number is of the main grid."""
-    variant_values = variant_numbers(runs, history)
-    runs, history = analysis.main_grid(runs, history)
-    archs = list(dict.fromkeys(runs["arch"]))
+def study_facts(runs: pd.DataFrame, history: pd.DataFrame, study: str) -> dict[str, str]:
+    """The study's size and setup, over every dataset of the main grid: runs, architectures, batch sizes,
+    learning rates, seeds, budget, optimizer, schedule, data, device and training time."""
     first = runs.iloc[0]
-    values = {
+    evals = history.groupby("run_id").size().max() if len(history) else 0
+    return {
         "StudyName": study.replace("_", "\\_"),
         "DatasetName": "MNIST-1D" if first["dataset"] == "mnist1d" else str(first["dataset"]).replace("_", "-"),
         "NumRuns": str(len(runs)),
         "NumDiverged": str(int(runs["diverged"].sum())),
-        "NumArchs": str(len(archs)),
+        "NumArchs": str(runs["arch"].nunique()),
         "NumBatchSizes": str(runs["batch_size"].nunique()),
         "MinBatch": str(int(runs["batch_size"].min())),
         "MaxBatch": str(int(runs["batch_size"].max())),
@@ -331,7 +257,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
         "MinGridLR": sci(runs["lr_grid_value"].min()),
         "MaxGridLR": sci(runs["lr_grid_value"].max()),
         "NumSeeds": str(runs["seed"].nunique()),
-        "NumEvals": str(int(history.groupby("run_id").size().max())),
+        "NumEvals": str(int(evals)),
         "Budget": _describe_budget(runs),
         "OptimizerText": _describe_optimizer(runs),
         "ScheduleText": _describe_schedule(runs),
@@ -342,20 +268,29 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
         "TrainMinutes": num(runs["train_seconds"].sum() / 60, ".1f"),
         "LRScaling": str(first["lr_scaling"]),
     }
-    checks, per_arch = {}, {}
+
+
+# The claims judged on the numbers of :func:`arch_numbers`, in the order numbers.tex lists them.
+GRID_CLAIMS = ("one_acc", "one_gap", "two_narrows", "two_small_best", "three", "six", "seven", "nine")
+
+
+def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
+            hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
+    """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
+    table (batchlab.hardware), when measured, and ``interpolation`` the interpolation table, when the study
+    has one. Only the variants' own numbers read the variant runs; every other number is of the main grid."""
+    variant_values = variant_numbers(runs, history)
+    runs, history = analysis.main_grid(runs, history)
+    values = study_facts(runs, history, study)
+    archs = list(dict.fromkeys(analysis.first_dataset(runs)["arch"]))
+    evidence, per_arch = {}, {}
     for arch in archs:
-        per_arch[arch], checks[arch] = arch_numbers(runs, arch)
+        per_arch[arch], evidence[arch] = arch_numbers(runs, arch)
     stems = [name.removesuffix(macro_name(archs[0])) for name in per_arch[archs[0]]]
     for arch in models.ARCHITECTURES:  # every registered architecture, so the paper builds for any study
         values.update(per_arch.get(arch) or {macro_name(stem, arch): NA for stem in stems})
-
-    claim = lambda key: verdict({a: c[key] for a, c in checks.items()})  # noqa: E731
-    values.update({
-        "ClaimOneAcc": claim("one_acc"), "ClaimOneGap": claim("one_gap"),
-        "ClaimTwoNarrows": claim("two_narrows"), "ClaimTwoSmallBest": claim("two_small_best"),
-        "ClaimThree": claim("three"), "ClaimSix": claim("six"), "ClaimSeven": claim("seven"),
-        "ClaimNine": claim("nine"),
-    })
+    for name in GRID_CLAIMS:
+        values.update(claims.macros(name, evidence))
     values.update(noise_numbers(runs, history))
     values.update(sharpness_numbers(runs))
     values.update(temperature_numbers(runs))
@@ -364,85 +299,8 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     values.update(hardware_numbers(runs, hardware))
     values.update(interpolation_numbers(interpolation))
     values.update(variant_values)
-    order = [a for a in ("cnn1d", "mlp", "logreg") if a in checks]
-    if len(order) == 3:
-        accs = [checks[a]["best_acc"] for a in order]
-        values["ClaimEleven"] = verdict({"ranking": accs[0] > accs[1] > accs[2]})
-    else:
-        values["ClaimEleven"] = "cannot be tested on this study (it needs logreg, mlp and cnn1d)"
+    values.update(claims.macros("eleven", evidence))
     return values
-
-
-# Claim 5's rule: batch-size growth matches lr decay when its final test accuracy is at most this much
-# (a fraction) below lr decay's, in fewer optimizer updates.
-GROWTH_TOLERANCE = 0.01
-
-
-def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
-    """Claims 5 and 7 from the variant runs (see ``variants`` in the config; roles by
-    :func:`batchlab.analysis.variant_roles`), per architecture on the study's first dataset.
-
-    Claim 5 (Smith, Kindermans & Le): each role's best cell (seed-mean final test accuracy); it holds where
-    batch-size growth ends within ``GROWTH_TOLERANCE`` of lr decay's accuracy in fewer updates. Drops: the
-    mean number of drops per run and the final accuracy of the drop runs' best cell, and of the constant
-    runs at its batch size and lr.
-    Claim 7 (Hoffer; Shallue): per batch size of the fixed-step variant, the best lr's accuracy at the main
-    grid's fixed epochs and at the fixed steps; the gap (smallest minus largest of those batch sizes) at
-    fixed steps against the gap at fixed epochs; it holds where the gap at fixed steps is the smaller."""
-    runs = runs[runs["dataset"] == runs["dataset"].iloc[0]]
-    cells = analysis.schedule_cells(runs)
-    table = analysis.budget_comparison(runs)
-    values = {"VarTolerance": pct(GROWTH_TOLERANCE, 0)}
-    roles = analysis.variant_roles(runs)
-    variant_runs = runs[roles != ""]
-    values["VarNumRuns"] = str(len(variant_runs))
-    values["VarTrainMinutes"] = num(variant_runs["train_seconds"].sum() / 60, ".1f")
-    grown = runs[roles == "batch_growth"]
-    values["VarGrowthFactor"] = num(grown["batch_schedule_factor"].iloc[0], "g") if len(grown) else NA
-    values["VarGrowthBatch"] = str(int(grown["batch_size"].min())) if len(grown) else NA
-    dropped = runs[roles == "batch_drop"]
-    values["VarDropSmallBatch"] = str(int(dropped["batch_schedule_small_batch"].iloc[0])) if len(dropped) else NA
-    values["VarDropBatch"] = str(int(dropped["batch_size"].iloc[0])) if len(dropped) else NA
-    values["VarFixedSteps"] = str(int(table["steps_steps"].iloc[0])) if len(table) else NA
-    values["VarStepsSmallB"] = str(int(table["batch_size"].min())) if len(table) else NA
-    values["VarStepsLargeB"] = str(int(table["batch_size"].max())) if len(table) else NA
-    five, seven = {}, {}
-    for arch in models.ARCHITECTURES:
-        c = cells[cells["arch"] == arch].set_index("role")
-        get = lambda role, col: float(c.loc[role, col]) if role in c.index else math.nan  # noqa: E731
-        decay, growth = get("lr_decay", "final_test_acc"), get("batch_growth", "final_test_acc")
-        decay_steps, growth_steps = get("lr_decay", "steps"), get("batch_growth", "steps")
-        values.update({
-            macro_name("VarConstAcc", arch): pct(get("constant", "final_test_acc")),
-            macro_name("VarDecayAcc", arch): pct(decay), macro_name("VarGrowthAcc", arch): pct(growth),
-            macro_name("VarDecaySteps", arch): num(decay_steps, ".0f"),
-            macro_name("VarGrowthSteps", arch): num(growth_steps, ".0f"),
-            macro_name("VarDropAcc", arch): pct(get("batch_drop", "final_test_acc")),
-            macro_name("VarDropConstAcc", arch): pct(get("drop_constant", "final_test_acc")),
-            macro_name("VarDrops", arch): num(get("batch_drop", "drops"), ".1f"),
-        })
-        if not any(math.isnan(x) for x in (decay, growth, decay_steps, growth_steps)):
-            five[arch] = growth >= decay - GROWTH_TOLERANCE and growth_steps < decay_steps
-        t = table[table["arch"] == arch].sort_values("batch_size")
-        epochs_gap = steps_gap = math.nan
-        if len(t) >= 2:
-            epochs_gap = float(t["epochs_acc"].iloc[0] - t["epochs_acc"].iloc[-1])
-            steps_gap = float(t["steps_acc"].iloc[0] - t["steps_acc"].iloc[-1])
-        values[macro_name("VarEpochGap", arch)] = num(100 * epochs_gap, ".1f")
-        values[macro_name("VarStepGap", arch)] = num(100 * steps_gap, ".1f")
-        values[macro_name("VarLargeEpochsAcc", arch)] = pct(float(t["epochs_acc"].iloc[-1])) if len(t) else NA
-        values[macro_name("VarLargeStepsAcc", arch)] = pct(float(t["steps_acc"].iloc[-1])) if len(t) else NA
-        if not (math.isnan(epochs_gap) or math.isnan(steps_gap)):
-            seven[arch] = steps_gap < epochs_gap
-    values["ClaimFive"] = verdict(five)
-    values["ClaimSevenSteps"] = verdict(seven)
-    return values
-
-
-def to_latex(values: dict[str, str]) -> str:
-    lines = ["% Generated by batchlab.numbers from results/tables; do not edit."]
-    lines += [f"\\newcommand{{\\{name}}}{{{value}}}" for name, value in values.items()]
-    return "\n".join(lines) + "\n"
 
 
 def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study",
@@ -453,81 +311,4 @@ def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: st
     Path(path).write_text(to_latex(values))
     return values
 
-
-def _latex_text(text: str) -> str:
-    """Plain text (a device's name) safe in LaTeX."""
-    special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-    return "".join(special.get(ch, ch) for ch in text)
-
-
-def duration(seconds: float) -> str:
-    """A time for the text with its unit: milliseconds below a second, seconds below two minutes, else
-    minutes (3 significant digits)."""
-    if seconds is None or not math.isfinite(seconds):
-        return NA
-    if seconds < 0.9995:
-        return f"{1000 * seconds:.3g}~ms"
-    if seconds < 119.5:
-        return f"{seconds:.3g}~s"
-    minutes = seconds / 60
-    return f"{minutes:.3g}~min" if minutes < 999.5 else f"{minutes:.0f}~min"
-
-
-HARDWARE_STEMS = ("HwTarget", "FastestBatch", "FastestTime", "FewestStepsBatch", "TimeSmallB", "MaxFitBatch",
-                  "MaxFitMemory", "PeakThroughput", "PeakThroughputBatch")
-
-
-def hardware_numbers(runs: pd.DataFrame, hardware: pd.DataFrame | None) -> dict[str, str]:
-    """Time to target on the measured hardware (batchlab.hardware, analysis.time_to_target), per
-    architecture on the study's first dataset: the target of analysis.main_target, the batch size that reaches it soonest
-    and its time (with its unit), the batch size of fewest steps, the time at the smallest batch size, the
-    largest batch size measured to fit and its peak memory (MB), the highest throughput (samples/s) and its
-    batch size; the device, its threads and what ran out of memory."""
-    measured = hardware is not None and len(hardware) > 0
-    values = {"HwDevice": NA, "HwThreads": NA, "HwMaxTried": NA, "HwOutOfMemory": "not measured"}
-    times = analysis.time_to_target(runs, hardware) if measured else None
-    first = runs["dataset"].iloc[0]
-    oom, below_fit = [], {}
-    if measured:
-        hw = hardware[hardware["dataset"] == first]
-        row = hw.iloc[0] if len(hw) else hardware.iloc[0]
-        values["HwDevice"] = _latex_text(str(row["device_name"]) if row["device"] == "cuda" else f"CPU ({row['device_name']})")
-        values["HwThreads"] = str(int(row["threads"]))
-        values["HwMaxTried"] = str(int(hw["batch_size"].max())) if len(hw) else NA
-    for arch in models.ARCHITECTURES:
-        out = dict.fromkeys(HARDWARE_STEMS, NA)
-        t = times[(times["dataset"] == first) & (times["arch"] == arch)] if measured else None
-        h = hardware[(hardware["dataset"] == first) & (hardware["arch"] == arch)] if measured else None
-        if t is not None and len(t) and h is not None and len(h):
-            fits = h[h["fits"].astype(bool)].sort_values("batch_size")
-            if len(fits):
-                out["MaxFitBatch"] = str(int(fits["batch_size"].iloc[-1]))
-                out["MaxFitMemory"] = num(fits["peak_memory_mb"].iloc[-1], ".3g")
-                top = fits.loc[fits["samples_per_s"].idxmax()]
-                out["PeakThroughput"] = f"{top['samples_per_s']:,.0f}".replace(",", "{,}")
-                out["PeakThroughputBatch"] = str(int(top["batch_size"]))
-            failed = h[~h["fits"].astype(bool)]
-            if len(failed):
-                oom.append(f"{models.label(arch)} from $B={int(failed['batch_size'].min())}$")
-            if t["target"].notna().any():
-                out["HwTarget"] = pct(float(t["target"].iloc[0]), 0)
-            reached = t[t["steps"].notna()]
-            if len(reached):
-                out["FewestStepsBatch"] = str(int(reached.loc[reached["steps"].idxmin(), "batch_size"]))
-            timed = t[t["seconds"].notna()].sort_values("batch_size")
-            if len(timed):
-                fastest = timed[timed["fastest"]].iloc[0]
-                out["FastestBatch"] = str(int(fastest["batch_size"]))
-                out["FastestTime"] = duration(fastest["seconds"])
-                smallest = t.sort_values("batch_size").iloc[0]
-                out["TimeSmallB"] = duration(smallest["seconds"])
-                if len(fits):
-                    below_fit[arch] = bool(fastest["batch_size"] < fits["batch_size"].iloc[-1])
-        values.update({macro_name(stem, arch): value for stem, value in out.items()})
-    values["HwSoonestBelowFit"] = verdict(below_fit)
-    if measured:
-        values["HwOutOfMemory"] = ("no batch size tried ran out of memory" if not oom
-                                   else "out of memory: " + "; ".join(oom))
-    return values
 
