@@ -57,8 +57,8 @@ def study(n_lrs: int, n_seeds: int) -> dict:
 def snakemake(workdir: Path, *args: str, check: bool = True) -> tuple[float, str]:
     """Seconds one snakemake command took, and its output."""
     start = time.perf_counter()
-    result = subprocess.run(["snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(workdir / "config.yaml"), *args],
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+                             "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args],
                             capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if check and result.returncode != 0:
@@ -71,8 +71,8 @@ def floor_seconds(tmp: Path) -> float:
     (tmp / "floor").mkdir()
     (tmp / "floor" / "Snakefile").write_text('rule all:\n    output: "done"\n    shell: "touch {output}"\n')
     start = time.perf_counter()
-    subprocess.run(["snakemake", "-n", "--directory", str(tmp / "floor"), "--snakefile", str(tmp / "floor" / "Snakefile")],
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "snakemake", "-n", "--directory", str(tmp / "floor"),
+                    "--snakefile", str(tmp / "floor" / "Snakefile")], check=True, capture_output=True)
     return time.perf_counter() - start
 
 

@@ -110,6 +110,7 @@ def test_float64_members_equal_their_runs_alone(arch, optimizer, mnist1d_tensors
     assert all(s["engine"] == "batched" and s["pack_members"] == 6 for s in summaries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
 @pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
 def test_float64_image_cnns_with_and_without_batch_norm(arch, optimizer, digits_tensors, float64):
@@ -143,6 +144,7 @@ def test_float32_cnn1d_with_adam_within_1e_5_in_norm(mnist1d_1000):
     compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, norm=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
 def test_float32_image_cnns_with_and_without_batch_norm_within_1e_5_after_10_steps(arch, digits_tensors):
     # The members' grouped convolution rounds differently from the convolution of the run alone on some

@@ -262,6 +262,7 @@ def assert_runs_equal(runs: Path, reference: Path, specs):
         assert {k: v for k, v in sa.items() if k not in TIMING} == {k: v for k, v in sb.items() if k not in TIMING}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["batched", "sequential"])
 def test_a_job_killed_with_sigkill_resumes_from_its_last_checkpoint(engine, uninterrupted, mnist1d_npz, tmp_path, capsys):
     specs = long_pack()
@@ -288,6 +289,7 @@ def test_a_job_killed_with_sigkill_resumes_from_its_last_checkpoint(engine, unin
               + f"; the finished runs equal the uninterrupted job's bitwise")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_before_the_job_exits(uninterrupted, mnist1d_npz, tmp_path):
     specs = long_pack()
     # no cadence: the only checkpoint is the one SIGTERM makes
