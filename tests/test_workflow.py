@@ -3,6 +3,7 @@ report), partial reruns after config edits, and errors before any job starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -214,6 +215,61 @@ def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, t
     assert not receipt.exists()  # consumed by the tables, then removed
     again = snakemake(work, "-n", "--until", "aggregate_runs", configfile=work / "smoke.yaml")
     assert again.returncode == 0 and jobs_of(again) == {}, again.stdout[-3000:]  # nothing left to do
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` (sha256 of a file's bytes) but Snakemake's own log of each
+    invocation (.snakemake/log/), which it writes on a dry run too."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*")) if not p.relative_to(folder).parts[:2] == (".snakemake", "log")}
+
+
+def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):
+    """Even with a run deleted and its pack's receipt left over (stale): the dry run plans to train the pack,
+    and leaves every file as it was."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    spec = next(s for s in smoke_specs() if s["arch"] == "logreg" and s["batch_size"] == 8)
+    shutil.rmtree(work / "results" / "runs" / spec["run_id"])
+    pack = grid.packs(smoke_specs(), {spec["run_id"]}, 4)[0]
+    receipt = work / grid.receipt_path(pack)
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    receipt.write_text("{}")
+    before = files_of(work)
+    result = snakemake(work, "-n", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert jobs_of(result).get(f"train_pack_{pack.name}") == 1
+    assert files_of(work) == before
+
+
+def planned_runs(result: subprocess.CompletedProcess) -> set[str]:
+    """The run ids a dry run plans to train (each pack's message names its runs)."""
+    found = re.findall(r"pack \S+: \d+ run\(s\) to train into results/runs/: (.+)", result.stdout)
+    return {run_id.strip() for line in found for run_id in line.split(",")}
+
+
+@pytest.mark.parametrize("overrides, change", [
+    (["seeds=[0,1,2]"], {"seeds": [0, 1, 2]}),
+    (["batch_sizes=[2,4]"], {"batch_sizes": [2, 4]}),
+    (["learning_rates=[0.1,0.2]"], {"learning_rates": [0.1, 0.2]}),
+    (["budget={epochs: 4}"], {"budget": {"epochs": 4}}),
+    (["datasets=[digits]", "architectures=[mlp]"], {"datasets": ["digits"], "architectures": ["mlp"]}),
+])
+def test_command_line_overrides_reach_the_planned_runs(tmp_path, overrides, change):
+    result = snakemake(tmp_path, "-n", "--config", *overrides, configfile=SMOKE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = grid.expand(study_config.validate(dict(yaml.safe_load(SMOKE.read_text()), **change), warn=[].append))
+    assert planned_runs(result) == {s["run_id"] for s in expected}
+    if "datasets" in change:  # the smoke study's options for mnist1d, a dataset it now leaves out: one warning
+        output = result.stdout + result.stderr
+        assert output.count("'dataset_options.mnist1d'") == 1 and "invalid config" not in output
+
+
+def test_a_wrong_type_on_the_command_line_names_the_key(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "seeds=[0,x]", configfile=SMOKE)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "invalid config: 'seeds[1]': value 'x' is invalid (allowed: an integer)" in output
 
 
 @pytest.mark.parametrize(

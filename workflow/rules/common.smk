@@ -17,14 +17,20 @@ os.environ.update(
 
 from batchlab import config as study_config, grid, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
+from snakemake.utils import update_config  # noqa: E402
 
 RUNS_ROOT = "results/runs"
 CHECKPOINTS = "results/checkpoints"
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 
 try:
-    STUDY = study_config.validate(
-        config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    # `--config` hands the items of a list or mapping over as strings (seeds=[0,1] gives '0' and '1'):
+    # the numbers written there are read as numbers
+    update_config(
+        config,
+        study_config.command_line_values(workflow.config_settings.config, SCHEMA),
     )
+    STUDY = study_config.validate(config, SCHEMA, warn=logger.warning)
     study_config.check_data_available(STUDY, "results/data")
 except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
@@ -51,13 +57,15 @@ INCOMPLETE = {
     or not store.is_complete(RUNS_ROOT, s["run_id"])
     or store.lacks_weights(RUNS_ROOT, s)
 }
-PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
+TRAINING = STUDY["training"]
+PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
-# batchlab keeps (atomic, never overwritten). A receipt left over for a pack that has runs to train again
-# (their folders deleted) is stale: removed, so the pack trains.
-for pack in PACKS:
-    Path(grid.receipt_path(pack)).unlink(missing_ok=True)
+# batchlab keeps (atomic, never overwritten). Every pack listed here has runs to train, so a receipt of
+# one of them is stale: left over from an invocation stopped before the tables consumed it, and its runs
+# deleted or damaged since. Such a pack is forced (train.smk), and Snakemake removes the stale receipt
+# before the job runs: the parse itself writes nothing, so `snakemake -n` changes nothing on disk.
+STALE_PACKS = [pack for pack in PACKS if Path(grid.receipt_path(pack)).exists()]
 
 
 wildcard_constraints:
@@ -70,6 +78,32 @@ wildcard_constraints:
 # which the SLURM plugin would otherwise pass on as --gpus=<type>:0).
 LIGHT_LOCAL = STUDY["cluster"]["local_light_rules"]
 LIGHT_RESOURCES = dict(mem_mb=2000, runtime=30, gpu=0, gpu_model="")
+
+
+# The analysis notebooks (notebooks.smk) and the figures each one draws (paper.smk builds the paper from
+# all of them); time_to_target needs the hardware measurements (hardware.smk).
+NOTEBOOKS = {
+    "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr", "noise_temperature"],
+    "batch_size": [
+        "learning_curves",
+        "generalization_gap",
+        "steps_to_target",
+        "noise_scale",
+        "distance",
+        "grad_norms",
+        "critical_batch",
+    ],
+    "interpolation": ["interpolation", "sharpness"],
+    "variants": ["batch_schedules", "budgets"],
+    "hardware": ["time_to_target"],
+}
+# Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
+# <name>_path (e.g. hardware -> hardware_path).
+NOTEBOOK_TABLES = {
+    "interpolation": {"interpolation": "results/tables/interpolation.parquet"},
+    "hardware": {"hardware": "results/tables/hardware.parquet"},
+}
+FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 
 
 def source(path):

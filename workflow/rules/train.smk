@@ -1,7 +1,6 @@
 # One job per pack: runs sharing dataset, architecture, batch size and step count that are not yet
 # complete. A run already in results/runs/ is never trained again, so an edit of the config trains only
 # the runs it adds or changes. The job writes its runs to the run store and then its receipt.
-TRAINING = STUDY["training"]
 # Packs submitted together as one cluster job (profiles/slurm, BATCHLAB_PACKS_PER_JOB): they form the group
 # "train", which the profile cuts into components of that many packs. Ungrouped by default, because
 # Snakemake reports a failed group without the executor's message (sbatch's error, the SLURM state).
@@ -38,9 +37,6 @@ for pack in PACKS:
         output:
             # consumed by aggregate_runs, then deleted: the runs themselves are in results/runs/
             receipt=temp(grid.receipt_path(pack)),
-        message:
-            f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/: "
-            + ", ".join(spec["run_id"] for spec in pack.members)
         log:
             f"logs/train_pack/{pack.name}.log",
         benchmark:
@@ -62,5 +58,17 @@ for pack in PACKS:
             eval_batch_size=STUDY["evaluation"]["batch_size"],
             checkpoint=TRAINING["checkpoint"],
             checkpoint_dir=CHECKPOINTS,
+        message:
+            f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/: "
+            + ", ".join(spec["run_id"] for spec in pack.members)
         script:
             "../scripts/train_pack.py"
+
+
+# A pack with a stale receipt (common.smk) trains as if the receipt were not there, as `--forcerun` would
+# have it; not in a job's own snakemake (on a cluster, or a local subprocess), which runs its one job only.
+if STALE_PACKS and not (workflow.remote_exec or workflow.subprocess_exec):
+    workflow.dag_settings.forcerun = {
+        *workflow.dag_settings.forcerun,
+        *(f"train_pack_{pack.name}" for pack in STALE_PACKS),
+    }
