@@ -218,10 +218,12 @@ def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, t
 
 
 def files_of(folder: Path) -> dict[str, str]:
-    """Every file and folder under ``folder`` (sha256 of a file's bytes) but Snakemake's own log of each
-    invocation (.snakemake/log/), which it writes on a dry run too."""
+    """Every file and folder under ``folder`` (sha256 of a file's bytes) but what Snakemake itself writes on
+    a dry run too: the log of each invocation (.snakemake/log/) and its cache of file times
+    (.snakemake/iocache/, for --trust-io-cache)."""
+    own = {(".snakemake", "log"), (".snakemake", "iocache")}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-            for p in sorted(folder.rglob("*")) if not p.relative_to(folder).parts[:2] == (".snakemake", "log")}
+            for p in sorted(folder.rglob("*")) if p.relative_to(folder).parts[:2] not in own}
 
 
 def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):
@@ -238,7 +240,8 @@ def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):
     before = files_of(work)
     result = snakemake(work, "-n", configfile=work / "smoke.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert jobs_of(result).get(f"train_pack_{pack.name}") == 1
+    jobs = jobs_of(result)
+    assert jobs.get(f"train_pack_{pack.name}") == 1 and jobs.get("forget_stale_receipts") == 1
     assert files_of(work) == before
 
 

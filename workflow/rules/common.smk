@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, grid, store  # noqa: E402
+from batchlab import config as study_config, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -61,11 +61,7 @@ TRAINING = STUDY["training"]
 PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
-# batchlab keeps (atomic, never overwritten). Every pack listed here has runs to train, so a receipt of
-# one of them is stale: left over from an invocation stopped before the tables consumed it, and its runs
-# deleted or damaged since. Such a pack is forced (train.smk), and Snakemake removes the stale receipt
-# before the job runs: the parse itself writes nothing, so `snakemake -n` changes nothing on disk.
-STALE_PACKS = [pack for pack in PACKS if Path(grid.receipt_path(pack)).exists()]
+# batchlab keeps (atomic, never overwritten); a stale receipt is set aside by a job (train.smk).
 
 
 wildcard_constraints:
@@ -109,3 +105,29 @@ FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 def source(path):
     """A file of the batchlab source tree (the working directory may be elsewhere)."""
     return str(Path(workflow.basedir) / path)
+
+
+def train_resources(pack):
+    """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
+    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
+    """
+    resources = dict(
+        mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
+            pack, input.size_mb, TRAINING["mem_mb"], attempt
+        ),
+        runtime=lambda wildcards, attempt: grid.runtime_minutes(
+            pack, TRAINING["seconds_per_step"], attempt
+        ),
+    )
+    if TRAINING["gpu"] is not None:
+        resources["gpu"] = TRAINING["gpu"]
+    return resources
+
+
+def forget_receipts(receipts, marker, log):
+    """Remove the stale receipts (train.smk); the job's marker and its log list them."""
+    for receipt in receipts:
+        Path(receipt).unlink(missing_ok=True)
+    removed = "".join(f"removed the stale receipt {receipt}\n" for receipt in receipts)
+    Path(marker).write_text(removed)
+    Path(log).write_text(removed)

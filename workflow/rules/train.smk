@@ -10,21 +10,33 @@ TRAIN_GROUP = (
 )
 
 
-def train_resources(pack):
-    """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
-    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
-    """
-    resources = dict(
-        mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
-            pack, input.size_mb, TRAINING["mem_mb"], attempt
-        ),
-        runtime=lambda wildcards, attempt: grid.runtime_minutes(
-            pack, TRAINING["seconds_per_step"], attempt
-        ),
-    )
-    if TRAINING["gpu"] is not None:
-        resources["gpu"] = TRAINING["gpu"]
-    return resources
+# Every pack listed has runs to train, so a receipt of one of them is stale: left over from an invocation
+# stopped before the tables consumed it, its runs deleted or damaged since. Snakemake would take the pack
+# for done; a stale pack waits instead for a job that removes the stale receipts, so Snakemake trains it.
+# (The parse only looks: `snakemake -n` changes nothing on disk.) The job's marker is named after the
+# receipts and their times, so a marker left by an interrupted invocation never stands for later ones.
+STALE_PACKS = {
+    pack.name: grid.receipt_path(pack)
+    for pack in PACKS
+    if Path(grid.receipt_path(pack)).exists()
+}
+STALE_MARKER = "results/packs/stale-{}.done".format(
+    ids.spec_hash({r: os.stat(r).st_mtime_ns for r in STALE_PACKS.values()})[:12]
+)
+
+
+rule forget_stale_receipts:
+    output:
+        marker=temp(STALE_MARKER),
+    log:
+        "logs/forget_stale_receipts.log",
+    localrule: True
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        receipts=list(STALE_PACKS.values()),
+    run:
+        forget_receipts(params.receipts, output.marker, log[0])
 
 
 for pack in PACKS:
@@ -33,6 +45,7 @@ for pack in PACKS:
         name:
             f"train_pack_{pack.name}"
         input:
+            **({"stale": STALE_MARKER} if pack.name in STALE_PACKS else {}),
             dataset=f"results/data/{pack.members[0]['dataset']}.npz",
         output:
             # consumed by aggregate_runs, then deleted: the runs themselves are in results/runs/
@@ -63,12 +76,3 @@ for pack in PACKS:
             + ", ".join(spec["run_id"] for spec in pack.members)
         script:
             "../scripts/train_pack.py"
-
-
-# A pack with a stale receipt (common.smk) trains as if the receipt were not there, as `--forcerun` would
-# have it; not in a job's own snakemake (on a cluster, or a local subprocess), which runs its one job only.
-if STALE_PACKS and not (workflow.remote_exec or workflow.subprocess_exec):
-    workflow.dag_settings.forcerun = {
-        *workflow.dag_settings.forcerun,
-        *(f"train_pack_{pack.name}" for pack in STALE_PACKS),
-    }
