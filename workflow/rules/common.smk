@@ -34,10 +34,6 @@ try:
     study_config.check_data_available(STUDY, "results/data")
 except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
-try:  # a read-only or full results folder fails here, not in the middle of the jobs
-    store.check_writable("results")
-except store.StoreError as error:
-    raise WorkflowError(str(error)) from None
 
 RUNS = grid.expand(STUDY)
 # A run folder damaged since it was written (truncated, altered, half-copied) is reported and trained
@@ -61,7 +57,16 @@ TRAINING = STUDY["training"]
 PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
-# batchlab keeps (atomic, never overwritten); a stale receipt is set aside by a job (train.smk).
+# batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
+
+
+# A read-only or full results folder fails before the first job, not in the middle of them. Not at parse
+# time: the check writes a probe file, and a dry run writes nothing (it plans on a read-only copy too).
+onstart:
+    try:
+        store.check_writable("results")
+    except store.StoreError as error:
+        raise WorkflowError(str(error)) from None
 
 
 wildcard_constraints:
