@@ -266,9 +266,44 @@ def test_unknown_dataset_option():
     assert "'n_samples'" in msg and "allowed: num_samples, seed" in msg
 
 
-def test_dataset_options_for_a_dataset_not_in_the_study():
-    msg = invalid(with_(dataset_options={"blobs": {"n_train": 10}}))
-    assert "'dataset_options.blobs'" in msg and "mnist1d" in msg
+def test_dataset_options_for_a_dataset_not_in_the_study_are_dropped_with_a_warning():
+    warnings = []
+    cfg = config.validate(with_(dataset_options={"blobs": {"n_train": 10}, "mnist1d": {"num_samples": 300}}),
+                          warn=warnings.append)
+    assert cfg["dataset_options"] == {"mnist1d": {"num_samples": 300}}
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith("'dataset_options.blobs'") and "mnist1d" in warnings[0] and "ignored" in warnings[0]
+
+
+# -- values from the command line (snakemake --config) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("given, read", [
+    ({"seeds": ["0", "1", "2"]}, {"seeds": [0, 1, 2]}),
+    ({"batch_sizes": ["2", "4"]}, {"batch_sizes": [2, 4]}),
+    ({"learning_rates": ["0.1", "1e-3", "2"]}, {"learning_rates": [0.1, 0.001, 2]}),
+    ({"learning_rates": {"base": ["0.1"], "scaling": "sqrt", "reference_batch_size": "8"}},
+     {"learning_rates": {"base": [0.1], "scaling": "sqrt", "reference_batch_size": 8}}),
+    ({"budget": {"epochs": "4"}}, {"budget": {"epochs": 4}}),
+    ({"optimizer": {"nesterov": "true", "momentum": "0.9", "name": "sgd"}},
+     {"optimizer": {"nesterov": True, "momentum": 0.9, "name": "sgd"}}),
+    ({"training": {"gpu": "null", "pack_size": "8"}}, {"training": {"gpu": None, "pack_size": 8}}),
+    ({"overrides": {"mlp": {"batch_sizes": ["16"]}}}, {"overrides": {"mlp": {"batch_sizes": [16]}}}),
+    ({"datasets": ["digits"], "study": "7"}, {"datasets": ["digits"], "study": "7"}),  # strings stay strings
+])
+def test_numbers_written_on_the_command_line_are_numbers(given, read):
+    assert config.command_line_values(given) == read
+
+
+@pytest.mark.parametrize("given, key, allowed", [
+    ({"seeds": ["0", "x"]}, "'seeds[1]'", "allowed: an integer"),
+    ({"batch_sizes": ["2.5"]}, "'batch_sizes[0]'", "allowed: an integer"),
+    ({"budget": {"epochs": "four"}}, "'budget.epochs'", "allowed: a number"),
+    ({"optimizer": {"nesterov": "2"}}, "'optimizer.nesterov'", "allowed: true or false"),
+])
+def test_a_wrong_type_on_the_command_line_still_names_the_key(given, key, allowed):
+    msg = invalid(with_(**config.command_line_values(given)))
+    assert msg.startswith(key) and allowed in msg, msg
 
 
 @pytest.mark.parametrize("section, value, key, allowed", [

@@ -3,6 +3,7 @@ report), partial reruns after config edits, and errors before any job starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -216,6 +217,64 @@ def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, t
     assert again.returncode == 0 and jobs_of(again) == {}, again.stdout[-3000:]  # nothing left to do
 
 
+def files_of(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder`` (sha256 of a file's bytes) but what Snakemake itself writes on
+    a dry run too: the log of each invocation (.snakemake/log/) and its cache of file times
+    (.snakemake/iocache/, for --trust-io-cache)."""
+    own = {(".snakemake", "log"), (".snakemake", "iocache")}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+            for p in sorted(folder.rglob("*")) if p.relative_to(folder).parts[:2] not in own}
+
+
+def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):
+    """Even with a run deleted and its pack's receipt left over (stale): the dry run plans to train the pack,
+    and leaves every file as it was."""
+    work = tmp_path / "work"
+    shutil.copytree(smoke, work, symlinks=True)
+    spec = next(s for s in smoke_specs() if s["arch"] == "logreg" and s["batch_size"] == 8)
+    shutil.rmtree(work / "results" / "runs" / spec["run_id"])
+    pack = grid.packs(smoke_specs(), {spec["run_id"]}, 4)[0]
+    receipt = work / grid.receipt_path(pack)
+    receipt.parent.mkdir(parents=True, exist_ok=True)
+    receipt.write_text("{}")
+    before = files_of(work)
+    result = snakemake(work, "-n", configfile=work / "smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = jobs_of(result)
+    assert jobs.get(f"train_pack_{pack.name}") == 1 and jobs.get("forget_stale_receipts") == 1
+    assert files_of(work) == before
+
+
+def planned_runs(result: subprocess.CompletedProcess) -> set[str]:
+    """The run ids a dry run plans to train (each pack's message names its runs)."""
+    found = re.findall(r"pack \S+: \d+ run\(s\) to train into results/runs/: (.+)", result.stdout)
+    return {run_id.strip() for line in found for run_id in line.split(",")}
+
+
+@pytest.mark.parametrize("overrides, change", [
+    (["seeds=[0,1,2]"], {"seeds": [0, 1, 2]}),
+    (["batch_sizes=[2,4]"], {"batch_sizes": [2, 4]}),
+    (["learning_rates=[0.1,0.2]"], {"learning_rates": [0.1, 0.2]}),
+    (["budget={epochs: 4}"], {"budget": {"epochs": 4}}),
+    (["datasets=[digits]", "architectures=[mlp]"], {"datasets": ["digits"], "architectures": ["mlp"]}),
+])
+def test_command_line_overrides_reach_the_planned_runs(tmp_path, overrides, change):
+    result = snakemake(tmp_path, "-n", "--config", *overrides, configfile=SMOKE)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    expected = grid.expand(study_config.validate(dict(yaml.safe_load(SMOKE.read_text()), **change), warn=[].append))
+    assert planned_runs(result) == {s["run_id"] for s in expected}
+    if "datasets" in change:  # the smoke study's options for mnist1d, a dataset it now leaves out: one warning
+        output = result.stdout + result.stderr
+        assert output.count("'dataset_options.mnist1d'") == 1 and "invalid config" not in output
+
+
+def test_a_wrong_type_on_the_command_line_names_the_key(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "seeds=[0,x]", configfile=SMOKE)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert "invalid config: 'seeds[1]': value 'x' is invalid (allowed: an integer)" in output
+
+
 @pytest.mark.parametrize(
     "change, words",
     [
@@ -350,7 +409,9 @@ def test_a_dataset_file_with_the_wrong_checksum_stops_before_any_job(tmp_path):
 @pytest.mark.parametrize("options, reason", [("ro,size=1m", "Read-only file system"), ("size=256k", "No space left on device")])
 def test_a_results_folder_that_cannot_be_written_stops_before_any_job(tmp_path, options, reason):
     with tmpfs(tmp_path / "results", options) as results:
+        dry = snakemake(tmp_path, "-n", configfile=SMOKE)  # writes nothing, so plans all the same
         result = snakemake(tmp_path, configfile=SMOKE)
+    assert dry.returncode == 0 and "aggregate_runs" in jobs_of(dry), dry.stderr[-3000:]
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"cannot write to the results folder {results}: {reason}" in output

@@ -9,8 +9,12 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import json
+import logging
+import math
 import re
 from pathlib import Path
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 import jsonschema
@@ -58,6 +62,57 @@ def fill_defaults(instance: Any, schema: dict, root: dict) -> None:
             for key in instance:
                 if key not in props:
                     fill_defaults(instance[key], extra, root)
+
+
+# What a string read as YAML must be to stand for a value of each JSON schema type.
+_SCALARS = {"integer": (int,), "number": (int, float), "boolean": (bool,), "null": (type(None),)}
+
+
+def _scalar(text: str, kinds: list[str]) -> Any:
+    """``text`` read as YAML when that gives a value of one of ``kinds`` (``1e-3`` counts as a number, which
+    YAML 1.1 reads as a string); otherwise ``text`` itself, which validation then reports with its key."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if "number" in kinds and isinstance(value, str):
+        try:
+            value = float(text) if math.isfinite(float(text)) else text
+        except ValueError:
+            return text
+    wanted = tuple(t for kind in kinds for t in _SCALARS.get(kind, ()))
+    fits = isinstance(value, wanted) and not (isinstance(value, bool) and bool not in wanted)
+    return value if fits else text
+
+
+def _coerce(value: Any, schema: dict, root: dict) -> Any:
+    """``value`` with every string the schema wants as a number, boolean or null read as YAML."""
+    schema = _resolve(schema, root)
+    kind = {dict: "object", list: "array"}.get(type(value))
+    for branch in schema.get("oneOf", []):  # the branch of the value's kind (learning_rates: list or mapping)
+        if kind and _resolve(branch, root).get("type") == kind:
+            schema = _resolve(branch, root)
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        return {k: _coerce(v, props.get(k, extra if isinstance(extra, dict) else {}), root) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [_coerce(v, items, root) for v in value] if isinstance(items, dict) else value
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    return _scalar(value, kinds) if isinstance(value, str) and kinds and "string" not in kinds else value
+
+
+def command_line_values(overrides: Mapping[str, Any], schema_path: str | Path | None = None) -> dict:
+    """The values of ``snakemake --config`` with the numbers written there as numbers.
+
+    Snakemake reads the items of a list or mapping given on the command line as strings (``seeds=[0,1]``
+    gives ``['0', '1']``, ``budget="{epochs: 4}"`` gives ``{'epochs': '4'}``); each string the schema wants
+    as a number, boolean or null is read as YAML, and any other value is left for validation to report.
+    """
+    schema = load_schema(schema_path)
+    plain = json.loads(json.dumps(dict(overrides), default=dict))  # immutable mappings into dicts
+    return _coerce(plain, schema, schema)
 
 
 def _key(path) -> str:
@@ -153,11 +208,6 @@ def _check_names(config: dict) -> None:
                 f"'{_key(['overrides', name])}': {name!r} is not one of the study's architectures "
                 f"({', '.join(config['architectures'])})"
             )
-    for name in config["dataset_options"]:
-        if name not in config["datasets"]:
-            raise ConfigError(
-                f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets ({', '.join(config['datasets'])})"
-            )
 
 
 def _check_model_options(arch: str, options: dict, where: str) -> None:
@@ -194,8 +244,37 @@ def variant_architectures(config: dict, name: str) -> list[str]:
     return list(config["variants"][name].get("architectures", config["architectures"]))
 
 
+def _check_run_settings(arch: str, s: dict, where: str, n_train: dict[str, int], own: Container[str]) -> None:
+    """The checks of one architecture's run settings ``s``, the grid's or a variant's: model options it takes,
+    nesterov with momentum, batch sizes (grown by a batch schedule) within every training set, a schedule
+    that fits. ``where`` prefixes the keys named; ``own`` holds the keys set at that level (the others were
+    checked where they were set, and batch sizes inherited but grown are named by the schedule)."""
+    prefix = f"{where}." if where else ""
+    if "model_options" in own:
+        _check_model_options(arch, s["model_options"], f"{prefix}model_options")
+    opt = s["optimizer"]
+    if "optimizer" in own and opt.get("nesterov") and not opt.get("momentum"):
+        raise ConfigError(f"'{prefix}optimizer.nesterov': true needs momentum > 0 (got momentum {opt.get('momentum')})")
+    bs = s.get("batch_schedule")
+    growth = bs["factor"] ** len(bs["milestones"]) if bs and bs["kind"] == "step" else 1
+    for dataset, n in n_train.items():
+        for i, b in enumerate(s["batch_sizes"]):
+            largest = int(round(b * growth))
+            if largest > n:
+                key = f"{prefix}batch_sizes[{i}]" if "batch_sizes" in own else f"{prefix}batch_schedule"
+                value = f"value {b}" if growth == 1 else f"batch size {b} grown to {largest}"
+                raise ConfigError(f"'{key}': {value} is larger than the training set of {dataset!r} ({n} examples); "
+                                  f"allowed: 1 to {n}")
+            if bs and bs["kind"] == "drop" and bs["small_batch"] >= b:
+                raise ConfigError(f"'{prefix}batch_schedule.small_batch': value {bs['small_batch']} is not smaller "
+                                  f"than the batch size {b} of {arch!r}; allowed: 1 to {b - 1}")
+    if bs and bs["kind"] == "step" and "steps" in s["budget"]:
+        raise ConfigError(f"'{prefix}budget': a batch_schedule of kind step needs a budget in epochs or "
+                          f"examples (its milestones are fractions of the examples), not {s['budget']!r}")
+
+
 def _check_variants(config: dict, n_train: dict[str, int]) -> None:
-    """Variants: known architectures, options they take, batch sizes within the data, schedules that fit."""
+    """Variants: known architectures, then each architecture's settings in the variant."""
     for name, variant in config["variants"].items():
         where = _key(["variants", name])
         for i, arch in enumerate(variant.get("architectures", [])):
@@ -203,63 +282,24 @@ def _check_variants(config: dict, n_train: dict[str, int]) -> None:
                 raise ConfigError(f"'{where}.architectures[{i}]': {arch!r} is not one of the study's architectures "
                                   f"({', '.join(config['architectures'])})")
         for arch in variant_architectures(config, name):
-            s = variant_settings(config, name, arch)
-            if "model_options" in variant:
-                _check_model_options(arch, s["model_options"], f"{where}.model_options")
-            if "optimizer" in variant and s["optimizer"].get("nesterov") and not s["optimizer"].get("momentum"):
-                raise ConfigError(f"'{where}.optimizer.nesterov': true needs momentum > 0 (got momentum {s['optimizer'].get('momentum')})")
-            bs = s["batch_schedule"]
-            for dataset, n in n_train.items():
-                for i, b in enumerate(s["batch_sizes"]):
-                    largest, what = b, "value"
-                    if bs and bs["kind"] == "step":
-                        largest, what = int(round(b * bs["factor"] ** len(bs["milestones"]))), "grown to"
-                    if largest > n:
-                        key = f"{where}.batch_sizes[{i}]" if "batch_sizes" in variant else f"{where}.batch_schedule"
-                        raise ConfigError(f"'{key}': batch size {b} {what} {largest} is larger than the training set of "
-                                          f"{dataset!r} ({n} examples); allowed: 1 to {n}")
-                    if bs and bs["kind"] == "drop" and bs["small_batch"] >= b:
-                        raise ConfigError(f"'{where}.batch_schedule.small_batch': value {bs['small_batch']} is not smaller "
-                                          f"than the batch size {b} of {arch!r}; allowed: 1 to {b - 1}")
-            if bs and bs["kind"] == "step" and "steps" in s["budget"]:
-                raise ConfigError(f"'{where}.budget': a batch_schedule of kind step needs a budget in epochs or "
-                                  f"examples (its milestones are fractions of the examples), not {s['budget']!r}")
+            _check_run_settings(arch, variant_settings(config, name, arch), where, n_train, variant)
 
 
-def _check_semantics(config: dict) -> None:
-    _check_names(config)
-    resolved_opts = {}
-    for name in config["datasets"]:
-        try:
-            resolved_opts[name] = data.resolve_options(name, config["dataset_options"].get(name))
-        except data.DatasetError as e:
-            raise ConfigError(f"'{str(e).split(':', 1)[0]}':{str(e).split(':', 1)[1]}") from None
+def _check_inputs(config: dict, options: dict[str, dict]) -> None:
+    """Every architecture takes inputs of as many dimensions as every dataset has."""
     for arch in config["architectures"]:
-        s = arch_settings(config, arch)
-        where = f"overrides.{arch}" if arch in config["overrides"] else ""
-        prefix = f"{where}." if where else ""
-        _check_model_options(arch, s["model_options"], f"{prefix}model_options".lstrip("."))
-        opt = s["optimizer"]
-        if opt.get("nesterov") and not opt.get("momentum"):
-            raise ConfigError(
-                f"'{prefix}optimizer.nesterov': true needs momentum > 0 (got momentum {opt.get('momentum')})"
-            )
+        ndim = models.ARCHITECTURES[arch].input_ndim
         for dataset in config["datasets"]:
-            ndim = models.ARCHITECTURES[arch].input_ndim
-            shape = data.DATASETS[dataset].input_shape(resolved_opts[dataset])
+            shape = data.DATASETS[dataset].input_shape(options[dataset])
             if ndim is not None and len(shape) != ndim:
                 raise ConfigError(
                     f"'architectures': {arch!r} takes inputs of {ndim} dimensions but dataset {dataset!r} has "
                     f"shape {shape}; use it with "
                     + ("signal datasets (mnist1d, blobs)" if ndim == 2 else "image datasets (digits, mnist, fashion_mnist, cifar10)")
                 )
-            n_train = data.DATASETS[dataset].train_size(resolved_opts[dataset])
-            for i, b in enumerate(s["batch_sizes"]):
-                if b > n_train:
-                    raise ConfigError(
-                        f"'{prefix}batch_sizes[{i}]': value {b} is larger than the training set of {dataset!r} "
-                        f"({n_train} examples); allowed: 1 to {n_train}"
-                    )
+
+
+def _check_interpolation(config: dict) -> None:
     interp = config["evaluation"]["interpolation"]
     if interp["points"] and interp["alpha_min"] >= interp["alpha_max"]:
         raise ConfigError(f"'evaluation.interpolation.alpha_min': {interp['alpha_min']} is not below alpha_max "
@@ -271,7 +311,23 @@ def _check_semantics(config: dict) -> None:
             if missing:
                 raise ConfigError(f"'evaluation.interpolation.batch_sizes': {missing[0]} is not a batch size of "
                                   f"architecture {arch!r}; allowed: two of {sorted(sizes)}, or null")
-    _check_variants(config, {d: data.DATASETS[d].train_size(resolved_opts[d]) for d in config["datasets"]})
+
+
+def _check_semantics(config: dict) -> None:
+    _check_names(config)
+    options = {}
+    for name in config["datasets"]:
+        try:
+            options[name] = data.resolve_options(name, config["dataset_options"].get(name))
+        except data.DatasetError as e:
+            raise ConfigError(f"'{str(e).split(':', 1)[0]}':{str(e).split(':', 1)[1]}") from None
+    _check_inputs(config, options)
+    n_train = {d: data.DATASETS[d].train_size(options[d]) for d in config["datasets"]}
+    for arch in config["architectures"]:
+        where = _key(["overrides", arch]) if arch in config["overrides"] else ""
+        _check_run_settings(arch, arch_settings(config, arch), where, n_train, RUN_KEYS)
+    _check_interpolation(config)
+    _check_variants(config, n_train)
     n_runs = sum(
         len(arch_settings(config, a)["batch_sizes"]) * len(_lr_values(arch_settings(config, a)["learning_rates"]))
         for a in config["architectures"]
@@ -293,8 +349,20 @@ def check_data_available(config: dict, prepared_dir: str | Path) -> None:
             raise ConfigError(f"'datasets[{i}]': {error}{hint}") from None
 
 
-def validate(config: dict, schema_path: str | Path | None = None) -> dict:
-    """Return a validated copy of ``config`` with every default filled in, or raise :class:`ConfigError`."""
+def _drop_unused_dataset_options(config: dict, warn: Callable[[str], None]) -> None:
+    """Options of a dataset the study does not use are dropped with a warning, not an error: a study run
+    with ``--config datasets=[digits]`` keeps the config file's options for the datasets it leaves out."""
+    for name in [n for n in config["dataset_options"] if n not in config["datasets"]]:
+        warn(f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets "
+             f"({', '.join(config['datasets'])}); its options are ignored")
+        del config["dataset_options"][name]
+
+
+def validate(config: dict, schema_path: str | Path | None = None, warn: Callable[[str], None] | None = None) -> dict:
+    """Return a validated copy of ``config`` with every default filled in, or raise :class:`ConfigError`.
+
+    ``warn`` receives the one-line warnings about settings that are ignored (by default, this module's
+    logger)."""
     if not isinstance(config, dict) or not config:
         raise ConfigError("the config is empty: expected a mapping with datasets, architectures, batch_sizes, ...")
     schema = load_schema(schema_path)
@@ -306,6 +374,7 @@ def validate(config: dict, schema_path: str | Path | None = None) -> dict:
         error = errors[0]
         raise ConfigError(_describe(error, schema))
     fill_defaults(config, schema, schema)
+    _drop_unused_dataset_options(config, warn or logging.getLogger(__name__).warning)
     _check_semantics(config)
     return config
 

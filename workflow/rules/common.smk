@@ -15,23 +15,25 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, grid, store  # noqa: E402
+from batchlab import config as study_config, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
+from snakemake.utils import update_config  # noqa: E402
 
 RUNS_ROOT = "results/runs"
 CHECKPOINTS = "results/checkpoints"
+SCHEMA = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
 
 try:
-    STUDY = study_config.validate(
-        config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    # `--config` hands the items of a list or mapping over as strings (seeds=[0,1] gives '0' and '1'):
+    # the numbers written there are read as numbers
+    update_config(
+        config,
+        study_config.command_line_values(workflow.config_settings.config, SCHEMA),
     )
+    STUDY = study_config.validate(config, SCHEMA, warn=logger.warning)
     study_config.check_data_available(STUDY, "results/data")
 except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
-try:  # a read-only or full results folder fails here, not in the middle of the jobs
-    store.check_writable("results")
-except store.StoreError as error:
-    raise WorkflowError(str(error)) from None
 
 RUNS = grid.expand(STUDY)
 # A run folder damaged since it was written (truncated, altered, half-copied) is reported and trained
@@ -51,13 +53,20 @@ INCOMPLETE = {
     or not store.is_complete(RUNS_ROOT, s["run_id"])
     or store.lacks_weights(RUNS_ROOT, s)
 }
-PACKS = grid.packs(RUNS, INCOMPLETE, STUDY["training"]["pack_size"])
+TRAINING = STUDY["training"]
+PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
-# batchlab keeps (atomic, never overwritten). A receipt left over for a pack that has runs to train again
-# (their folders deleted) is stale: removed, so the pack trains.
-for pack in PACKS:
-    Path(grid.receipt_path(pack)).unlink(missing_ok=True)
+# batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
+
+
+# A read-only or full results folder fails before the first job, not in the middle of them. Not at parse
+# time: the check writes a probe file, and a dry run writes nothing (it plans on a read-only copy too).
+onstart:
+    try:
+        store.check_writable("results")
+    except store.StoreError as error:
+        raise WorkflowError(str(error)) from None
 
 
 wildcard_constraints:
@@ -72,6 +81,58 @@ LIGHT_LOCAL = STUDY["cluster"]["local_light_rules"]
 LIGHT_RESOURCES = dict(mem_mb=2000, runtime=30, gpu=0, gpu_model="")
 
 
+# The analysis notebooks (notebooks.smk) and the figures each one draws (paper.smk builds the paper from
+# all of them); time_to_target needs the hardware measurements (hardware.smk).
+NOTEBOOKS = {
+    "learning_rate": ["accuracy_vs_base_lr", "heatmap", "best_lr", "noise_temperature"],
+    "batch_size": [
+        "learning_curves",
+        "generalization_gap",
+        "steps_to_target",
+        "noise_scale",
+        "distance",
+        "grad_norms",
+        "critical_batch",
+    ],
+    "interpolation": ["interpolation", "sharpness"],
+    "variants": ["batch_schedules", "budgets"],
+    "hardware": ["time_to_target"],
+}
+# Tables a notebook reads beside the history and runs tables; each reaches it as the parameter
+# <name>_path (e.g. hardware -> hardware_path).
+NOTEBOOK_TABLES = {
+    "interpolation": {"interpolation": "results/tables/interpolation.parquet"},
+    "hardware": {"hardware": "results/tables/hardware.parquet"},
+}
+FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
+
+
 def source(path):
     """A file of the batchlab source tree (the working directory may be elsewhere)."""
     return str(Path(workflow.basedir) / path)
+
+
+def train_resources(pack):
+    """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
+    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
+    """
+    resources = dict(
+        mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
+            pack, input.size_mb, TRAINING["mem_mb"], attempt
+        ),
+        runtime=lambda wildcards, attempt: grid.runtime_minutes(
+            pack, TRAINING["seconds_per_step"], attempt
+        ),
+    )
+    if TRAINING["gpu"] is not None:
+        resources["gpu"] = TRAINING["gpu"]
+    return resources
+
+
+def forget_receipts(receipts, marker, log):
+    """Remove the stale receipts (train.smk); the job's marker and its log list them."""
+    for receipt in receipts:
+        Path(receipt).unlink(missing_ok=True)
+    removed = "".join(f"removed the stale receipt {receipt}\n" for receipt in receipts)
+    Path(marker).write_text(removed)
+    Path(log).write_text(removed)
