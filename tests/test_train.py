@@ -213,7 +213,7 @@ def test_train_pack_writes_complete_runs_and_skips_complete_ones(mnist1d_npz, tm
 
     trained = []
     real = sequential.train_run
-    monkeypatch.setattr(train, "train_run", lambda spec, *a, **k: trained.append(spec["run_id"]) or real(spec, *a, **k))
+    monkeypatch.setattr(packs, "train_run", lambda spec, *a, **k: trained.append(spec["run_id"]) or real(spec, *a, **k))
     packs.train_pack(specs, str(mnist1d_npz), str(root), device="cpu", threads=1)
 
     assert trained == [specs[1]["run_id"]]

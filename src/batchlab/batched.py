@@ -256,7 +256,8 @@ class BatchedPack:
 def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device,
                   progress: Progress | None = None, eval_batch_size: int = 1000, final_states: list | None = None,
                   checkpoints: Checkpointer | None = None, resume: list[dict] | None = None,
-                  on_finish: OnFinish | None = None, kept_weights: dict | None = None) -> list[tuple[pd.DataFrame, dict]]:
+                  on_finish: OnFinish | None = None,
+                  kept_weights: dict | None = None) -> list[tuple[pd.DataFrame, dict]]:
     """Train the runs of a pack at once as one stacked model; return each run's history and summary, as
     batchlab.sequential.train_run would for the run alone. The runs share dataset, architecture, batch size,
     step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when

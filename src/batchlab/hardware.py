@@ -2,8 +2,9 @@
 batch size, on the device training runs on, up to the largest batch that fits.
 
 For one dataset x architecture, :func:`measure` times the training step of a single model (gather the batch,
-forward, loss, backward, optimizer step: what a practitioner's loop does, without batchlab's per-step
-bookkeeping) with the study's optimizer, precision (autocast) and thread count, at batch sizes doubling from
+then batchlab.training.training_step: forward, loss, backward, the fp16 loss scaler's unscale, optimizer step:
+what a practitioner's loop does, without batchlab's per-step bookkeeping) under training's kernel settings,
+with the study's optimizer, precision (autocast) and thread count, at batch sizes doubling from
 the smallest grid batch size up to ``max_batch_size``, the grid's own batch sizes always among them. The
 sweep ends at the first batch size that runs out of memory; that one and every larger one are recorded as not
 fitting. Time per step is the median over ``repeats`` timed steps after ``warmup_steps`` untimed ones (CUDA is

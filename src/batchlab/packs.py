@@ -72,7 +72,8 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def runs_to_train(specs: list[dict], runs_root: str, checkpoints: Checkpointer | None) -> tuple[list[dict], dict[str, dict]]:
+def runs_to_train(specs: list[dict], runs_root: str,
+                  checkpoints: Checkpointer | None) -> tuple[list[dict], dict[str, dict]]:
     """The runs of a pack to train (not complete, damaged, or complete without the final weights they must
     keep) and run id -> the checkpoint each resumes from, with a log line for each decision."""
     todo, resume = [], {}
@@ -143,8 +144,9 @@ class PackDriver:
         for first in range(0, len(group), size):
             members = group[first : first + size]
             states = [self.resume.get(s["run_id"]) for s in members]
-            label = (f"runs {self.done + 1}-{self.done + len(members)}/{len(self.todo)} (batched)" if chosen == "batched"
-                     else f"run {self.done + 1}/{len(self.todo)} {members[0]['run_id']}")
+            n, done = len(self.todo), self.done
+            label = (f"runs {done + 1}-{done + len(members)}/{n} (batched)" if chosen == "batched"
+                     else f"run {done + 1}/{n} {members[0]['run_id']}")
             start_step = _start_step(members[0], self.resume)
             progress = self.progress(label, members, start_step)
             # the runs whose spec keeps its final weights (evaluation.interpolation) write them too

@@ -202,8 +202,9 @@ class StackedGradScaler:
         those :meth:`unscale_` found), grow those due to grow."""
         overflowed = self.overflowed if overflowed is None else overflowed
         grown = (self.good_steps + 1 == self.growth_interval) & ~overflowed
-        self.scale_factors = torch.where(overflowed, self.scale_factors * self.backoff_factor,
-                                         torch.where(grown, self.scale_factors * self.growth_factor, self.scale_factors))
+        scale = self.scale_factors
+        self.scale_factors = torch.where(overflowed, scale * self.backoff_factor,
+                                         torch.where(grown, scale * self.growth_factor, scale))
         self.good_steps = torch.where(overflowed | grown, 0, self.good_steps + 1)
 
 
