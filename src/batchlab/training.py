@@ -13,7 +13,7 @@ import math
 import platform
 import resource
 from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 
 from batchlab import __version__, batch_schedule, metrics
 from batchlab.schedules import lr_factor
+
+if TYPE_CHECKING:
+    from batchlab.stacked_optim import StackedGradScaler, StackedOptimizer
 
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -110,7 +113,8 @@ class TrainingSettings:
             torch.backends.mkldnn.enabled = self.onednn_train
 
 
-def training_step(model: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, scaler=None,
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | StackedOptimizer, x: torch.Tensor,
+                  y: torch.Tensor, scaler: torch.amp.GradScaler | StackedGradScaler | None = None,
                   autocast: Callable[[], object] = nullcontext,
                   loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                   grad_norm: Callable[[], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
