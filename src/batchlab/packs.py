@@ -6,6 +6,7 @@ store as soon as it finishes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -107,20 +108,18 @@ class PackDriver:
         self.total_steps = sum(s["steps"] - _start_step(s, resume) for s in todo)
         self.done, self.done_steps, self.t_start = 0, 0, time.perf_counter()
 
-    def progress(self, label: str, members: list[dict], start_step: int):
-        """The ``progress`` callback of an engine training ``members`` from ``start_step``: one log line per
-        evaluation, with the pack's ETA."""
-        def report(step: int, total: int, loss: float, test_acc: float) -> None:
-            elapsed = time.perf_counter() - self.t_start
-            frac = (self.done_steps + (step - start_step) * len(members)) / max(self.total_steps, 1)
-            eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
-            log.info(
-                "%s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
-                label, step, total, step * members[0]["batch_size"] / len(self.tensors["x_train"]),
-                loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
-            )
-
-        return report
+    def report(self, label: str, members: list[dict], start_step: int, step: int, total: int, loss: float,
+               test_acc: float) -> None:
+        """One progress line of an engine training ``members`` from ``start_step`` (the engines' ``progress``
+        callback, with the first three arguments bound), with the pack's ETA."""
+        elapsed = time.perf_counter() - self.t_start
+        frac = (self.done_steps + (step - start_step) * len(members)) / max(self.total_steps, 1)
+        eta = elapsed / frac * (1 - frac) if frac > 0 else math.nan
+        log.info(
+            "%s | step %d/%d epoch %.2f | train loss %.4f test acc %.4f | ETA %s",
+            label, step, total, step * members[0]["batch_size"] / len(self.tensors["x_train"]),
+            loss, test_acc, _fmt_seconds(eta) if math.isfinite(eta) else "?", extra={"progress": True},
+        )
 
     def finished(self, spec: dict, history: pd.DataFrame, summary: dict, weights: dict | None = None) -> None:
         """Write a finished run to the store (with its kept checkpoint and final weights) and log it."""
@@ -148,7 +147,7 @@ class PackDriver:
             label = (f"runs {done + 1}-{done + len(members)}/{n} (batched)" if chosen == "batched"
                      else f"run {done + 1}/{n} {members[0]['run_id']}")
             start_step = _start_step(members[0], self.resume)
-            progress = self.progress(label, members, start_step)
+            progress = functools.partial(self.report, label, members, start_step)
             # the runs whose spec keeps its final weights (evaluation.interpolation) write them too
             if chosen == "batched":
                 kept: dict[str, dict] = {}
