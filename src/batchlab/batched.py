@@ -24,10 +24,9 @@ from batchlab import checkpoint, data, metrics, models, stacked_optim
 from batchlab.checkpoint import Checkpointer
 from batchlab.schedules import lr_factor
 from batchlab.stacked import StackedModel, member_norms
-from batchlab.training import (TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness, make_optimizer,
-                               noise_at, summarize, training_step)
+from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
+                               make_optimizer, noise_at, summarize, training_step)
 
-Progress = Callable[[int, int, float, float], None]
 OnFinish = Callable[[int, pd.DataFrame, dict], None]
 
 

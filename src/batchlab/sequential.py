@@ -18,10 +18,8 @@ import torch
 from batchlab import batch_schedule, checkpoint, data, metrics, models
 from batchlab.checkpoint import Checkpointer
 from batchlab.schedules import lr_factor
-from batchlab.training import (TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness, make_optimizer,
-                               noise_at, summarize, training_step)
-
-Progress = Callable[[int, int, float, float], None]
+from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
+                               make_optimizer, noise_at, summarize, training_step)
 
 
 class SequentialRun:

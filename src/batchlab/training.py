@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+# an engine's ``progress(step, total, train_loss, test_acc)``, called at each evaluation
+Progress = Callable[[int, int, float, float], None]
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA when present (or asked for), else CPU."""
