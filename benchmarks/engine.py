@@ -3,7 +3,7 @@
 For each architecture and batch size, K runs (learning rates differing) are trained:
 - baseline: one run after another, the textbook loop (a DataLoader over a TensorDataset with a seeded
   shuffle, nn.Module, torch.optim.SGD);
-- batchlab: the same K runs as one pack (batchlab.train.train_pack's choice: batched where faster);
+- batchlab: the same K runs as one pack (batchlab.packs.train_pack's choice: batched where faster);
 and the ratio of their samples per second is printed. Nothing is asserted: times vary with the machine.
 
     python benchmarks/engine.py            # MLP and CNN on MNIST-1D, batch sizes 2 to 512, K = 16
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from batchlab import config, data, grid, models, train  # noqa: E402
+from batchlab import config, data, grid, models, packs, training  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -65,7 +65,7 @@ def baseline(specs: list[dict], tensors: dict) -> float:
 def batchlab_pack(specs: list[dict], dataset: Path, engine: str) -> float:
     with tempfile.TemporaryDirectory() as runs:
         start = time.perf_counter()
-        train.train_pack(specs, str(dataset), runs, device="cpu", threads=1, engine=engine)
+        packs.train_pack(specs, str(dataset), runs, device="cpu", threads=1, engine=engine)
         return time.perf_counter() - start
 
 
@@ -82,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Path(tmp) / "mnist1d.npz"
         data.prepare("mnist1d", data.resolve_options("mnist1d", {"num_samples": 4000, "seed": 42}), tmp, dataset)
-        tensors = train.to_tensors(data.load(dataset), CPU)
+        tensors = training.to_tensors(data.load(dataset), CPU)
         # warm up both paths (first calls pay for lazy initialization), then measure
         for arch in archs:
             warm = specs_for(arch, 8, 2, 5)
@@ -95,7 +95,7 @@ def main() -> None:
                 specs = specs_for(arch, b, args.members, steps)
                 t_base = baseline(specs, tensors)
                 model = models.build(arch, tuple(tensors["x_train"].shape[1:]), 10)
-                engine = train.choose_engine(specs, model, CPU)
+                engine = packs.choose_engine(specs, model, CPU)
                 t_ours = batchlab_pack(specs, dataset, "auto")
                 print(f"{arch:6} {b:>4} {len(specs):>3} {steps:>5} {t_base:>10.2f} {t_ours:>10.2f} {engine:>10} "
                       f"{t_base / t_ours:>7.2f}x", flush=True)

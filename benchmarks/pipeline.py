@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import torch  # noqa: E402
 
-from batchlab import config, grid, store, train  # noqa: E402
+from batchlab import config, grid, store, training  # noqa: E402
 
 GOAL_SECONDS = 15.0
 
@@ -115,7 +115,7 @@ def main() -> None:
         snakemake(work, "--cores", "2", "results/data/mnist1d.npz")
         rng = np.random.default_rng(0)
         for spec in specs:
-            history, summary = train.summarize(spec, fake_history(spec, rng).to_dict("records"), spec["steps"], 800,
+            history, summary = training.summarize(spec, fake_history(spec, rng).to_dict("records"), spec["steps"], 800,
                                                200, None, 1e5, 1.0, 1.0, torch.device("cpu"))
             store.write_run(work / "results" / "runs", spec, history, summary)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from batchlab import config, data, grid, train
+from batchlab import config, data, grid, training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def mnist1d_npz(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mnist1d_tensors(mnist1d_npz) -> dict[str, torch.Tensor]:
-    return train.to_tensors(data.load(mnist1d_npz), torch.device("cpu"))
+    return training.to_tensors(data.load(mnist1d_npz), torch.device("cpu"))
 
 
 @pytest.fixture(autouse=True)

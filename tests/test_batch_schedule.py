@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from batchlab import batch_schedule, grid, models, train
+from batchlab import batch_schedule, grid, models, packs, sequential, training
 from conftest import tiny_specs
 
 CPU = torch.device("cpu")
@@ -32,7 +32,7 @@ def test_a_schedule_that_never_grows_takes_the_constant_runs_steps(examples):
 
 
 def test_the_stream_is_the_constant_runs_data_order_and_resumes_anywhere():
-    whole = train.batch_indices(50, 7, 40, 3).flatten()
+    whole = training.batch_indices(50, 7, 40, 3).flatten()
     stream = batch_schedule.Stream(50, 3)
     assert torch.equal(torch.cat([stream.take(7) for _ in range(40)]), whole)
     for position in (0, 49, 50, 123, 200):
@@ -81,8 +81,8 @@ def test_runs_with_a_schedule_train_one_after_another(mnist1d_tensors):
     specs = tiny_specs(budget={"epochs": 2}, variants={"grow": {"batch_sizes": [8], "batch_schedule": {"kind": "step", "factor": 2}}})
     grown = [s for s in specs if s.get("variant") == "grow"]
     model = models.build("mlp", (40,), 10, {})
-    assert train.choose_engine(grown * 2, model, CPU, requested="batched") == "sequential"
-    history, summary = train.train_run(grown[0], mnist1d_tensors, CPU)
+    assert packs.choose_engine(grown * 2, model, CPU, requested="batched") == "sequential"
+    history, summary = sequential.train_run(grown[0], mnist1d_tensors, CPU)
     # 480 examples: 240 at 8, 120 at 16, 120 at 32 (the last 8 not taken)
     assert grown[0]["steps"] == 30 + 8 + 3 and summary["steps_done"] == 41
     assert summary["examples_seen"] == 240 + 128 + 96

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from batchlab import batched, data, models, train
+from batchlab import batched, data, models, packs, sequential, stacked, stacked_optim, training
 from conftest import tiny_specs
 
 CPU = torch.device("cpu")
@@ -27,7 +27,7 @@ ADAM = {"name": "adam", "weight_decay": 0.001}
 def digits_tensors(tmp_path_factory):
     path = tmp_path_factory.mktemp("digits") / "digits.npz"
     data.prepare("digits", data.resolve_options("digits", {}), "unused", path)
-    return train.to_tensors(data.load(path), CPU)
+    return training.to_tensors(data.load(path), CPU)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def mnist1d_1000(tmp_path_factory):
     overfitting on the tiny set, where float32 rounding differences grow fastest."""
     path = tmp_path_factory.mktemp("mnist1d_1000") / "mnist1d.npz"
     data.prepare("mnist1d", data.resolve_options("mnist1d", {"num_samples": 1000, "seed": 42}), "unused", path)
-    return train.to_tensors(data.load(path), CPU)
+    return training.to_tensors(data.load(path), CPU)
 
 
 @pytest.fixture
@@ -64,10 +64,10 @@ def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: 
     are compared element by element, or with ``norm`` as the norm of the difference relative to the norm
     of the parameter tensor."""
     states: list[dict] = []
-    together = train.train_batched(specs, tensors, CPU, final_states=states)
+    together = batched.train_batched(specs, tensors, CPU, final_states=states)
     for spec, (history, summary), state in zip(specs, together, states):
         alone_state: dict = {}
-        alone_history, alone_summary = train.train_run(spec, tensors, CPU, final_state=alone_state)
+        alone_history, alone_summary = sequential.train_run(spec, tensors, CPU, final_state=alone_state)
         assert summary["diverged_at_step"] == alone_summary["diverged_at_step"], spec["lr"]
         assert summary["steps_done"] == alone_summary["steps_done"]
         for key in (k for k in alone_summary if k.startswith("final_sharpness_")):  # of the final weights
@@ -166,31 +166,31 @@ def test_members_keep_their_own_momentum_weight_decay_and_schedule(mnist1d_tenso
 
 
 def test_stacking_rejects_what_it_cannot_express():
-    assert batched.can_stack(models.build("mlp", (1, 40), 10))
-    assert batched.can_stack(models.build("cnn_bn", (1, 8, 8), 10))
-    assert not batched.can_stack(models.build("resnet_small", (3, 32, 32), 10))  # residual blocks
-    assert not batched.can_stack(nn.Sequential(nn.Flatten(), nn.Linear(40, 10), nn.Tanh()))
-    assert not batched.can_stack(nn.Sequential(nn.Conv1d(1, 4, 3, groups=1, padding_mode="circular")))
+    assert stacked.can_stack(models.build("mlp", (1, 40), 10))
+    assert stacked.can_stack(models.build("cnn_bn", (1, 8, 8), 10))
+    assert not stacked.can_stack(models.build("resnet_small", (3, 32, 32), 10))  # residual blocks
+    assert not stacked.can_stack(nn.Sequential(nn.Flatten(), nn.Linear(40, 10), nn.Tanh()))
+    assert not stacked.can_stack(nn.Sequential(nn.Conv1d(1, 4, 3, groups=1, padding_mode="circular")))
 
 
 def test_engine_choice():
     mlp, cnn = models.build("mlp", (1, 40), 10), models.build("cnn1d", (1, 40), 10)
     specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=10)
-    assert train.choose_engine(specs, mlp, CPU) == "batched"
-    assert train.choose_engine(specs[:1], mlp, CPU) == "sequential"  # nothing to stack
+    assert packs.choose_engine(specs, mlp, CPU) == "batched"
+    assert packs.choose_engine(specs[:1], mlp, CPU) == "sequential"  # nothing to stack
     big = [dict(s, batch_size=1024) for s in specs]
-    assert train.choose_engine(big, mlp, CPU) == "sequential"
-    assert train.choose_engine(big, mlp, CPU, requested="batched") == "batched"
-    assert train.choose_engine([dict(s, batch_size=128) for s in specs], cnn, CPU) == "sequential"
-    assert train.choose_engine(big, mlp, torch.device("cuda")) == "batched"
-    assert train.choose_engine([dict(s, precision="fp16") for s in specs], mlp, CPU) == "batched"
-    assert train.choose_engine(specs, mlp, CPU, requested="sequential") == "sequential"
+    assert packs.choose_engine(big, mlp, CPU) == "sequential"
+    assert packs.choose_engine(big, mlp, CPU, requested="batched") == "batched"
+    assert packs.choose_engine([dict(s, batch_size=128) for s in specs], cnn, CPU) == "sequential"
+    assert packs.choose_engine(big, mlp, torch.device("cuda")) == "batched"
+    assert packs.choose_engine([dict(s, precision="fp16") for s in specs], mlp, CPU) == "batched"
+    assert packs.choose_engine(specs, mlp, CPU, requested="sequential") == "sequential"
 
 
 def test_compatible_groups_split_on_optimizer_kind():
     specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=10)
     specs[0] = dict(specs[0], optimizer={"name": "adam", "betas": [0.9, 0.999], "weight_decay": 0.0})
-    groups = train.compatible_groups(specs)
+    groups = packs.compatible_groups(specs)
     assert sorted(len(g) for g in groups) == [1, 3]
 
 
@@ -200,7 +200,7 @@ def test_user_defined_architecture_trains_one_run_after_another(mnist1d_npz, tmp
 
     monkeypatch.setitem(models.ARCHITECTURES, "tanh_mlp", models.Architecture(tanh_mlp, None))
     specs = [dict(s, arch="tanh_mlp", model_options={}) for s in pack_specs("mlp", SGD, [0.01, 0.02], steps=20)]
-    train.train_pack(specs, str(mnist1d_npz), str(tmp_path))
+    packs.train_pack(specs, str(mnist1d_npz), str(tmp_path))
     import json
     engines = {json.loads((tmp_path / s["run_id"] / "summary.json").read_text())["engine"] for s in specs}
     assert engines == {"sequential"}
@@ -209,7 +209,7 @@ def test_user_defined_architecture_trains_one_run_after_another(mnist1d_npz, tmp
 def test_train_pack_trains_small_batches_batched(mnist1d_npz, tmp_path):
     import json
     specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=20)
-    train.train_pack(specs, str(mnist1d_npz), str(tmp_path))
+    packs.train_pack(specs, str(mnist1d_npz), str(tmp_path))
     summaries = [json.loads((tmp_path / s["run_id"] / "summary.json").read_text()) for s in specs]
     assert [s["engine"] for s in summaries] == ["batched"] * 4
     assert all(s["steps_done"] == 20 for s in summaries)
@@ -217,10 +217,10 @@ def test_train_pack_trains_small_batches_batched(mnist1d_npz, tmp_path):
 
 def test_memory_bound_on_members():
     model = models.build("mlp", (1, 40), 10)
-    per = batched.estimate_bytes(model, 32, 40)
+    per = stacked.estimate_bytes(model, 32, 40)
     assert per > 4 * sum(p.numel() for p in model.parameters())
-    assert batched.max_members(100 * per, per) == 50
-    assert batched.max_members(per // 10, per) == 1
+    assert stacked.max_members(100 * per, per) == 50
+    assert stacked.max_members(per // 10, per) == 1
 
 
 def test_loss_scale_per_member_follows_grad_scaler():
@@ -228,23 +228,23 @@ def test_loss_scale_per_member_follows_grad_scaler():
     k, steps = 3, 40
     gen = torch.Generator().manual_seed(0)
     overflows = torch.rand(steps, k, generator=gen) < 0.2
-    ours = batched.StackedGradScaler(k, CPU, init_scale=1024.0, growth_interval=3)
+    ours = stacked_optim.StackedGradScaler(k, CPU, init_scale=1024.0, growth_interval=3)
     scales = [torch.full((), 1024.0) for _ in range(k)]
     trackers = [torch.zeros((), dtype=torch.int32) for _ in range(k)]
     for t in range(steps):
         ours.update(overflows[t])
         for i in range(k):
             torch._amp_update_scale_(scales[i], trackers[i], overflows[t, i].float(), 2.0, 0.5, 3)
-        assert ours.scale.tolist() == [float(s) for s in scales], t
+        assert ours.scale_factors.tolist() == [float(s) for s in scales], t
 
 
 @pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
 def test_a_skipped_member_keeps_its_state_and_the_others_step(optimizer, float64):
     def setup():
         torch.manual_seed(0)
-        model = batched.StackedModel([models.build("mlp", (1, 40), 10) for _ in range(3)])
+        model = stacked.StackedModel([models.build("mlp", (1, 40), 10) for _ in range(3)])
         params = model.stacked_parameters()
-        opt = batched.StackedOptimizer(params, 3, optimizer["name"], momentum=torch.full((3,), 0.9, dtype=torch.float64),
+        opt = stacked_optim.StackedOptimizer(params, 3, optimizer["name"], momentum=torch.full((3,), 0.9, dtype=torch.float64),
                                        weight_decay=torch.zeros(3, dtype=torch.float64))
         return model, params, opt
 
@@ -256,7 +256,8 @@ def test_a_skipped_member_keeps_its_state_and_the_others_step(optimizer, float64
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x).reshape(24, 10), y.reshape(-1)).backward()
             before = {key: t.clone() for key, t in opt._member_tensors(1).items()}
-            opt.step(torch.full((3,), 0.01, dtype=torch.float64), skip=skip)
+            opt.lr = torch.full((3,), 0.01, dtype=torch.float64)
+            opt.step(skip=skip)
             if skip:
                 assert all(torch.equal(before[key], t) for key, t in opt._member_tensors(1).items())
         return [model.member_state(i) for i in range(3)], opt
@@ -276,11 +277,11 @@ def test_float16_packs_train_batched_and_skip_the_steps_the_run_alone_skips(mnis
     import functools
 
     monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**40))
-    monkeypatch.setattr(batched, "StackedGradScaler", functools.partial(batched.StackedGradScaler, init_scale=2.0**40))
+    monkeypatch.setattr(stacked_optim, "StackedGradScaler", functools.partial(stacked_optim.StackedGradScaler, init_scale=2.0**40))
     specs = pack_specs("mlp", SGD, [0.01, 0.02], steps=60, precision="fp16")
-    together = train.train_batched(specs, mnist1d_tensors, CPU)
+    together = batched.train_batched(specs, mnist1d_tensors, CPU)
     for spec, (history, summary) in zip(specs, together):
-        alone_history, alone_summary = train.train_run(spec, mnist1d_tensors, CPU)
+        alone_history, alone_summary = sequential.train_run(spec, mnist1d_tensors, CPU)
         assert summary["engine"] == "batched" and not summary["diverged"] and not alone_summary["diverged"]
         # the first steps overflow and are skipped (the loss stays where it started) until the scale has
         # halved enough, after as many steps here as alone; later overflows depend on float16 rounding

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import config, store, train
+from batchlab import batched, config, packs, sequential, store
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from conftest import ROOT, TINY, tiny_specs
 
@@ -65,15 +65,15 @@ def assert_same_state(a: dict, b: dict):
 def test_a_run_stopped_and_resumed_equals_the_run_uninterrupted(arch, optimizer, mnist1d_tensors, tmp_path):
     spec = specs_for(arch, optimizer)[0]
     whole_state: dict = {}
-    whole = train.train_run(spec, mnist1d_tensors, CPU, final_state=whole_state)
+    whole = sequential.train_run(spec, mnist1d_tensors, CPU, final_state=whole_state)
 
     with pytest.raises(TrainingInterrupted, match="SIGTERM at step 23"):
-        train.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 23, every_steps=10))
+        sequential.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 23, every_steps=10))
     state = Checkpointer(tmp_path).load(spec)
     assert state["step"] == 23 and state["engine"] == "sequential"
     assert [row["step"] for row in state["rows"]] == [0, 10, 20]
     resumed_state: dict = {}
-    resumed = train.train_run(spec, mnist1d_tensors, CPU, final_state=resumed_state,
+    resumed = sequential.train_run(spec, mnist1d_tensors, CPU, final_state=resumed_state,
                               checkpoints=Checkpointer(tmp_path, every_steps=10), resume=state)
     assert_same_run(resumed, whole)
     assert_same_state(resumed_state, whole_state)
@@ -81,12 +81,12 @@ def test_a_run_stopped_and_resumed_equals_the_run_uninterrupted(arch, optimizer,
 
 def test_float16_loss_scale_is_restored(mnist1d_tensors, tmp_path):
     spec = specs_for("mlp", ADAM, lrs=[0.003], precision="fp16")[0]
-    whole = train.train_run(spec, mnist1d_tensors, CPU)
+    whole = sequential.train_run(spec, mnist1d_tensors, CPU)
     with pytest.raises(TrainingInterrupted):
-        train.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 31))
+        sequential.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 31))
     state = Checkpointer(tmp_path).load(spec)
     assert state["scaler"]["scale"] > 0 and state["scaler"]["_growth_tracker"] == 31  # no overflow so far
-    assert_same_run(train.train_run(spec, mnist1d_tensors, CPU, resume=state), whole)
+    assert_same_run(sequential.train_run(spec, mnist1d_tensors, CPU, resume=state), whole)
 
 
 @pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
@@ -97,12 +97,12 @@ def test_a_batched_pack_stopped_and_resumed_equals_the_pack_uninterrupted(arch, 
     lrs = (0.02, 0.05, 50.0) if optimizer["name"] == "sgd" else (0.001, 0.003, 20.0)
     specs = specs_for(arch, optimizer, lrs)
     whole_states: list = []
-    whole = train.train_batched(specs, mnist1d_tensors, CPU, final_states=whole_states)
+    whole = batched.train_batched(specs, mnist1d_tensors, CPU, final_states=whole_states)
     assert [s["diverged"] for _, s in whole] == [False, False, True]
 
     finished = {}
     with pytest.raises(TrainingInterrupted):
-        train.train_batched(specs, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 33, every_steps=20),
+        batched.train_batched(specs, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 33, every_steps=20),
                             on_finish=lambda i, h, s: finished.setdefault(i, (h, s)))
     assert list(finished) == [2]  # the diverged member, done before the stop
     assert_same_run(finished[2], whole[2])
@@ -110,7 +110,7 @@ def test_a_batched_pack_stopped_and_resumed_equals_the_pack_uninterrupted(arch, 
     states = [loader.load(s) for s in specs[:2]]
     assert [s["step"] for s in states] == [33, 33] and loader.load(specs[2]) is None
     resumed_states: list = []
-    resumed = train.train_batched(specs[:2], mnist1d_tensors, CPU, final_states=resumed_states, resume=states)
+    resumed = batched.train_batched(specs[:2], mnist1d_tensors, CPU, final_states=resumed_states, resume=states)
     for i in range(2):  # resumed as a pack of two: the diverged member is done
         assert_same_run(resumed[i], whole[i], ignore={"pack_members"})
         assert_same_state(resumed_states[i], whole_states[i])
@@ -125,22 +125,22 @@ def test_one_checkpoint_format_for_both_engines(stopped_in, resumed_in, optimize
     try:
         tensors = {k: v.double() if v.is_floating_point() else v for k, v in mnist1d_tensors.items()}
         specs = specs_for("cnn1d", optimizer)
-        whole = [train.train_run(s, tensors, CPU) for s in specs]
+        whole = [sequential.train_run(s, tensors, CPU) for s in specs]
         with pytest.raises(TrainingInterrupted):
             if stopped_in == "batched":
-                train.train_batched(specs, tensors, CPU, checkpoints=StopAt(tmp_path, 27))
+                batched.train_batched(specs, tensors, CPU, checkpoints=StopAt(tmp_path, 27))
             else:
                 for s in specs:
-                    train.train_run(s, tensors, CPU, checkpoints=StopAt(tmp_path, 27))
+                    sequential.train_run(s, tensors, CPU, checkpoints=StopAt(tmp_path, 27))
         loader = Checkpointer(tmp_path)
         states = [loader.load(s) for s in specs]
         if stopped_in == "sequential":  # the first run stopped; the second has not started
             assert states[1] is None
             specs, whole, states = specs[:1], whole[:1], states[:1]
         if resumed_in == "batched":
-            resumed = train.train_batched(specs, tensors, CPU, resume=states)
+            resumed = batched.train_batched(specs, tensors, CPU, resume=states)
         else:
-            resumed = [train.train_run(s, tensors, CPU, resume=st) for s, st in zip(specs, states)]
+            resumed = [sequential.train_run(s, tensors, CPU, resume=st) for s, st in zip(specs, states)]
         for (h, _), (h0, _) in zip(resumed, whole):
             for column in ("train_loss", "test_loss", "dist_init", "grad_norm_mean", "current_lr"):
                 assert (h[column] - h0[column]).abs().max() <= 1e-10, column
@@ -151,7 +151,7 @@ def test_one_checkpoint_format_for_both_engines(stopped_in, resumed_in, optimize
 def test_checkpoints_are_plain_tensors_and_numbers(mnist1d_tensors, tmp_path):
     spec = specs_for()[0]
     with pytest.raises(TrainingInterrupted):
-        train.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 12))
+        sequential.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 12))
     state = torch.load(tmp_path / f"{spec['run_id']}.pt", weights_only=True)
     assert state["run_id"] == spec["run_id"] and state["step"] == 12
     assert set(state["model"]) == {"1.weight", "1.bias", "3.weight", "3.bias", "5.weight", "5.bias"}
@@ -168,7 +168,7 @@ def test_an_unusable_checkpoint_is_set_aside_and_the_run_starts_over(mnist1d_ten
     assert (tmp_path / f"{spec['run_id']}.pt.unusable").exists() and not loader.path(spec["run_id"]).exists()
     # another spec's checkpoint under this run's name is never resumed
     with pytest.raises(TrainingInterrupted):
-        train.train_run(other, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 12))
+        sequential.train_run(other, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, 12))
     os.replace(loader.path(other["run_id"]), loader.path(spec["run_id"]))
     assert loader.load(spec) is None
 
@@ -177,7 +177,7 @@ def test_an_unusable_checkpoint_is_set_aside_and_the_run_starts_over(mnist1d_ten
 def test_finished_runs_keep_a_checkpoint_only_when_configured(mnist1d_npz, mnist1d_tensors, tmp_path, keep):
     specs = specs_for(steps=30)
     checkpoints = Checkpointer.from_config(tmp_path / "checkpoints", dict(SETTINGS, every_steps=10, keep=keep))
-    train.train_pack(specs, str(mnist1d_npz), str(tmp_path / "runs"), engine="sequential", checkpoints=checkpoints)
+    packs.train_pack(specs, str(mnist1d_npz), str(tmp_path / "runs"), engine="sequential", checkpoints=checkpoints)
     assert not list((tmp_path / "checkpoints").glob("*.pt"))  # written on the way, removed at the end
     for spec in specs:
         kept = tmp_path / "runs" / spec["run_id"] / store.CHECKPOINT
@@ -187,7 +187,7 @@ def test_finished_runs_keep_a_checkpoint_only_when_configured(mnist1d_npz, mnist
             state = torch.load(kept, weights_only=True)
             assert state["step"] == spec["steps"]
             alone: dict = {}
-            train.train_run(spec, mnist1d_tensors, CPU, final_state=alone)
+            sequential.train_run(spec, mnist1d_tensors, CPU, final_state=alone)
             assert_same_state(state["model"], alone)
 
 
@@ -206,14 +206,14 @@ JOB = """
 import json, logging, sys
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.logs import setup_logging
-from batchlab.train import train_pack
+from batchlab.packs import train_pack
 args = json.load(open(sys.argv[1]))
 setup_logging(args["log"])
 try:
     train_pack(args["specs"], args["dataset"], args["runs"], engine=args["engine"],
                checkpoints=Checkpointer(args["checkpoints"], every_minutes=None, every_steps=args["every_steps"]))
 except TrainingInterrupted as stop:  # as workflow/scripts/train_pack.py
-    logging.getLogger("batchlab.train").warning("%s", stop)
+    logging.getLogger("batchlab.packs").warning("%s", stop)
     sys.exit(128 + stop.signum)
 """
 
@@ -318,7 +318,7 @@ def test_a_run_with_a_batch_schedule_stopped_and_resumed_equals_the_run_uninterr
     spec = [s for s in specs_for("mlp", lrs=[0.05], variants={"v": {"budget": {"epochs": 2}, "batch_schedule": schedule}})
             if "variant" in s][0]
     whole_state: dict = {}
-    whole = train.train_run(spec, mnist1d_tensors, CPU, final_state=whole_state)
+    whole = sequential.train_run(spec, mnist1d_tensors, CPU, final_state=whole_state)
     if schedule["kind"] == "drop":
         starts = json.loads(whole[1]["batch_drop_steps"])
         assert len(starts) >= 2
@@ -326,12 +326,12 @@ def test_a_run_with_a_batch_schedule_stopped_and_resumed_equals_the_run_uninterr
     else:
         stop = spec["steps"] - 5
     with pytest.raises(TrainingInterrupted):
-        train.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, stop))
+        sequential.train_run(spec, mnist1d_tensors, CPU, checkpoints=StopAt(tmp_path, stop))
     state = Checkpointer(tmp_path).load(spec)
     assert state["step"] == stop and state["batch_schedule"]["position"] > 0
     if schedule["kind"] == "drop":
         assert state["batch_schedule"]["left"] == 2
     resumed_state: dict = {}
-    resumed = train.train_run(spec, mnist1d_tensors, CPU, final_state=resumed_state, resume=state)
+    resumed = sequential.train_run(spec, mnist1d_tensors, CPU, final_state=resumed_state, resume=state)
     assert_same_run(resumed, whole)
     assert_same_state(resumed_state, whole_state)

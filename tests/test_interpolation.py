@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import interpolation, store, tables, train
+from batchlab import interpolation, packs, sequential, store, tables
 from conftest import tiny_specs
 
 CPU = torch.device("cpu")
@@ -63,10 +63,10 @@ def test_the_two_ends_reproduce_their_runs_and_the_weights_are_the_trained_ones(
     specs = tiny_specs(seeds=[0, 1])  # batch sizes 8 and 32: both ends keep their weights
     assert all(s.get("keep_weights") for s in specs)
     root = tmp_path / "runs"
-    train.train_pack([s for s in specs if s["batch_size"] == 8], str(mnist1d_npz), str(root), device="cpu", engine=engine)
-    train.train_pack([s for s in specs if s["batch_size"] == 32], str(mnist1d_npz), str(root), device="cpu", engine=engine)
+    packs.train_pack([s for s in specs if s["batch_size"] == 8], str(mnist1d_npz), str(root), device="cpu", engine=engine)
+    packs.train_pack([s for s in specs if s["batch_size"] == 32], str(mnist1d_npz), str(root), device="cpu", engine=engine)
     final_state = {}
-    train.train_run(specs[0], mnist1d_tensors, CPU, final_state=final_state)
+    sequential.train_run(specs[0], mnist1d_tensors, CPU, final_state=final_state)
     kept = store.read_weights(root, specs[0]["run_id"])
     assert kept.keys() == final_state.keys()
     for name in kept:  # float32 rounding of the stacked model aside, the trained weights
@@ -118,10 +118,10 @@ def test_train_pack_trains_again_a_complete_run_that_kept_no_weights(mnist1d_npz
     (spec,) = tiny_specs(batch_sizes=[8, 32], seeds=[0])[:1]
     before = {k: v for k, v in spec.items() if k != "keep_weights"}  # the same run, not yet an end
     assert before["run_id"] == spec["run_id"]
-    train.train_pack([before], str(mnist1d_npz), str(tmp_path), device="cpu")
+    packs.train_pack([before], str(mnist1d_npz), str(tmp_path), device="cpu")
     history = store.read_history(tmp_path, spec["run_id"])
     assert store.lacks_weights(tmp_path, spec)
-    train.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")
+    packs.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")
     assert not store.lacks_weights(tmp_path, spec) and store.read_weights(tmp_path, spec["run_id"])
     again = store.read_history(tmp_path, spec["run_id"])  # deterministic: the same numbers
     pd.testing.assert_frame_equal(again.drop(columns="wall_time"), history.drop(columns="wall_time"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from batchlab import config, grid, models, train
+from batchlab import config, grid, models, sequential, training
 from batchlab.config import ConfigError
 
 from conftest import TINY
@@ -83,8 +83,8 @@ def test_new_architecture_trains_with_train_run(monkeypatch, mnist1d_tensors):
     (spec,) = grid.expand(config.validate(raw))
     assert spec["arch"] == "tiny_net" and spec["model_options"] == {"hidden": 3}
     assert spec["run_id"].startswith("mnist1d-tiny_net-b16-")
-    history, summary = train.train_run(spec, mnist1d_tensors, torch.device("cpu"))
-    assert history["step"].tolist() == train.eval_steps(spec["steps"], spec["eval_points"])
+    history, summary = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"))
+    assert history["step"].tolist() == training.eval_steps(spec["steps"], spec["eval_points"])
     assert summary["steps_done"] == spec["steps"] and not summary["diverged"]
     assert history["dist_init"].iloc[-1] > 0
     # its builder's signature defines the options the config accepts

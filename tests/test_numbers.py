@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import analysis, models, numbers, paper, store, tables, train
+from batchlab import analysis, models, numbers, paper, sequential, store, tables
 from batchlab.paper import PaperError
 
 from conftest import tiny_specs
@@ -33,7 +33,7 @@ def study(tmp_path_factory, mnist1d_tensors):
     root = tmp_path_factory.mktemp("runs")
     specs = tiny_specs(**CHANGES)
     for spec in specs:
-        history, summary = train.train_run(spec, mnist1d_tensors, torch.device("cpu"))
+        history, summary = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"))
         store.write_run(root, spec, history, summary)
     paths = [store.summary_path(root, s["run_id"]) for s in specs]
     return root, specs, paths
@@ -440,7 +440,7 @@ def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_o
                  "batch_schedule": {"kind": "step", "milestones": [0.5], "factor": 4}}}))
     grown = [s for s in specs if s.get("variant") == "grow"]
     assert len(grown) == 1
-    history, summary = train.train_run(grown[0], mnist1d_tensors, torch.device("cpu"))
+    history, summary = sequential.train_run(grown[0], mnist1d_tensors, torch.device("cpu"))
     store.write_run(tmp_path, grown[0], history, summary)
     h, runs = tables.aggregate(study[2] + [store.summary_path(tmp_path, grown[0]["run_id"])])
     assert runs.set_index("run_id")["variant"].to_dict() == {**{s["run_id"]: "" for s in study[1]}, grown[0]["run_id"]: "grow"}

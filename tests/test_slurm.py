@@ -21,7 +21,8 @@ import yaml
 import yte
 
 import slurm_cluster
-from batchlab import config as study_config, grid, store, train
+from batchlab import config as study_config, grid, store
+from batchlab.packs import train_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -292,7 +293,7 @@ class TestFailureOnTheCluster:
         assert not checkpoint_steps(tmp_path)
         # and it finished as if never stopped: the same run trained here, in one go, is bitwise equal
         spec = next(s for s in grid.expand(study_config.load(config)) if s["run_id"] == resumed)
-        train.train_pack([spec], str(tmp_path / "results/data/mnist1d.npz"), str(tmp_path / "again"), engine="sequential")
+        train_pack([spec], str(tmp_path / "results/data/mnist1d.npz"), str(tmp_path / "again"), engine="sequential")
         stored, alone = (store.read_history(root, resumed) for root in (tmp_path / "results/runs", tmp_path / "again"))
         columns = [c for c in alone.columns if c != "wall_time"]
         pd.testing.assert_frame_equal(stored[columns], alone[columns], check_exact=True)

@@ -1,5 +1,5 @@
-"""batchlab.train: mini-batch indices, evaluation steps, train_run (determinism, divergence, seeds) and
-train_pack with the run store."""
+"""Training: mini-batch indices and evaluation steps (batchlab.training), train_run (batchlab.sequential:
+determinism, divergence, seeds) and train_pack with the run store (batchlab.packs)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import grid, metrics, models, store, train
+from batchlab import grid, metrics, models, packs, sequential, store, training
 from batchlab.schedules import lr_factor
 
 from conftest import tiny_specs
@@ -23,7 +23,7 @@ TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb"}
 
 
 def test_batch_indices_shape_and_dtype():
-    idx = train.batch_indices(10, 4, 7, seed=0)
+    idx = training.batch_indices(10, 4, 7, seed=0)
     assert idx.shape == (7, 4)
     assert idx.dtype == torch.int64
     assert int(idx.min()) >= 0 and int(idx.max()) < 10
@@ -31,7 +31,7 @@ def test_batch_indices_shape_and_dtype():
 
 def test_each_epoch_is_a_permutation():
     n, b, steps = 10, 4, 12  # 48 indices: 4 full epochs and 8 of the fifth
-    flat = train.batch_indices(n, b, steps, seed=3).reshape(-1)
+    flat = training.batch_indices(n, b, steps, seed=3).reshape(-1)
     for e in range(4):
         assert sorted(flat[e * n : (e + 1) * n].tolist()) == list(range(n))
     rest = flat[4 * n :].tolist()
@@ -40,7 +40,7 @@ def test_each_epoch_is_a_permutation():
 
 def test_batches_straddle_epochs():
     n, b = 10, 4
-    idx = train.batch_indices(n, b, 5, seed=1)
+    idx = training.batch_indices(n, b, 5, seed=1)
     flat = idx.reshape(-1)
     # batch 2 holds examples 8, 9 of the first epoch's permutation and 0, 1 of the second's
     assert idx[2].tolist() == flat[8:12].tolist()
@@ -50,7 +50,7 @@ def test_batches_straddle_epochs():
 
 
 def test_batch_larger_than_dataset():
-    idx = train.batch_indices(5, 12, 2, seed=0)
+    idx = training.batch_indices(5, 12, 2, seed=0)
     assert idx.shape == (2, 12)
     flat = idx.reshape(-1)
     for e in range(4):
@@ -58,16 +58,16 @@ def test_batch_larger_than_dataset():
 
 
 def test_batch_indices_are_seeded():
-    a, b = train.batch_indices(50, 8, 20, seed=7), train.batch_indices(50, 8, 20, seed=7)
+    a, b = training.batch_indices(50, 8, 20, seed=7), training.batch_indices(50, 8, 20, seed=7)
     assert torch.equal(a, b)
-    assert not torch.equal(a, train.batch_indices(50, 8, 20, seed=8))
+    assert not torch.equal(a, training.batch_indices(50, 8, 20, seed=8))
 
 
 def test_batch_indices_do_not_touch_the_global_generator():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    train.batch_indices(100, 10, 30, seed=1)
+    training.batch_indices(100, 10, 30, seed=1)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -83,7 +83,7 @@ def test_batch_indices_do_not_touch_the_global_generator():
     (7, 1, [0, 7]),
 ])
 def test_eval_steps(total, points, expected):
-    assert train.eval_steps(total, points) == expected
+    assert training.eval_steps(total, points) == expected
 
 
 # -- train_run -------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def run_capturing_model(spec, tensors, monkeypatch):
         return built[-1]
 
     monkeypatch.setattr(models, "build", build)
-    history, summary = train.train_run(spec, tensors, CPU)
+    history, summary = sequential.train_run(spec, tensors, CPU)
     return history, summary, built[-1]
 
 
@@ -136,7 +136,7 @@ def test_train_run_is_bitwise_deterministic(mnist1d_tensors, monkeypatch, change
 def test_train_run_history_and_summary(mnist1d_tensors):
     (spec,) = tiny_specs(batch_sizes=[8], schedule={"kind": "cosine", "final_factor": 0.1},
                          warmup={"fraction": 0.25, "start_factor": 0.5})
-    history, summary = train.train_run(spec, mnist1d_tensors, CPU)
+    history, summary = sequential.train_run(spec, mnist1d_tensors, CPU)
     assert history["step"].tolist() == [0, 4, 8, 12]
     assert history["examples"].tolist() == [0, 32, 64, 96]
     assert history["epoch"].tolist() == pytest.approx([0, 32 / 240, 64 / 240, 96 / 240])
@@ -159,7 +159,7 @@ def test_train_run_history_and_summary(mnist1d_tensors):
 
 def test_huge_lr_diverges_without_exception(mnist1d_tensors):
     (spec,) = tiny_specs(learning_rates=[1e4], batch_sizes=[8], budget={"steps": 50}, evaluation={"points": 5})
-    history, summary = train.train_run(spec, mnist1d_tensors, CPU)
+    history, summary = sequential.train_run(spec, mnist1d_tensors, CPU)
     assert summary["diverged"] is True
     assert summary["steps_done"] < spec["steps"]
     assert summary["diverged_at_step"] == summary["steps_done"]
@@ -172,7 +172,7 @@ def test_huge_lr_diverges_without_exception(mnist1d_tensors):
 def test_loss_factor_decides_divergence(mnist1d_tensors):
     def diverged_at(factor):
         (spec,) = tiny_specs(learning_rates=[1e4], batch_sizes=[8], budget={"steps": 50}, divergence={"loss_factor": factor})
-        history, summary = train.train_run(spec, mnist1d_tensors, CPU)
+        history, summary = sequential.train_run(spec, mnist1d_tensors, CPU)
         assert summary["diverged"] is True
         return summary["diverged_at_step"], history
 
@@ -195,8 +195,8 @@ def test_different_seeds_differ(mnist1d_tensors, monkeypatch):
 
 def test_same_seed_other_batch_size_uses_other_batches_same_init(mnist1d_tensors):
     a, b = tiny_specs(batch_sizes=[8, 32])
-    ha, _ = train.train_run(a, mnist1d_tensors, CPU)
-    hb, _ = train.train_run(b, mnist1d_tensors, CPU)
+    ha, _ = sequential.train_run(a, mnist1d_tensors, CPU)
+    hb, _ = sequential.train_run(b, mnist1d_tensors, CPU)
     assert ha.loc[0, "train_loss"] == hb.loc[0, "train_loss"]  # the seed sets the initialization
     assert ha.loc[1, "train_loss"] != hb.loc[1, "train_loss"]
 
@@ -212,9 +212,9 @@ def test_train_pack_writes_complete_runs_and_skips_complete_ones(mnist1d_npz, tm
     store.write_run(root, done, pd.DataFrame({"step": [0]}), marker)
 
     trained = []
-    real = train.train_run
-    monkeypatch.setattr(train, "train_run", lambda spec, *a, **k: trained.append(spec["run_id"]) or real(spec, *a, **k))
-    train.train_pack(specs, str(mnist1d_npz), str(root), device="cpu", threads=1)
+    real = sequential.train_run
+    monkeypatch.setattr(packs, "train_run", lambda spec, *a, **k: trained.append(spec["run_id"]) or real(spec, *a, **k))
+    packs.train_pack(specs, str(mnist1d_npz), str(root), device="cpu", threads=1)
 
     assert trained == [specs[1]["run_id"]]
     untouched = store.read_summary(root, done["run_id"])
@@ -225,29 +225,29 @@ def test_train_pack_writes_complete_runs_and_skips_complete_ones(mnist1d_npz, tm
     assert store.read_spec(root, new["run_id"]) == new
     summary = store.read_summary(root, new["run_id"])
     assert summary["run_id"] == new["run_id"] and summary["steps_done"] == new["steps"]
-    assert store.read_history(root, new["run_id"])["step"].tolist() == train.eval_steps(new["steps"], new["eval_points"])
+    assert store.read_history(root, new["run_id"])["step"].tolist() == training.eval_steps(new["steps"], new["eval_points"])
     assert sorted(p.name for p in root.iterdir()) == sorted(s["run_id"] for s in specs)  # no temporary folders
 
     # a second pass trains nothing
     trained.clear()
-    train.train_pack(specs, str(mnist1d_npz), str(root), device="cpu", threads=1)
+    packs.train_pack(specs, str(mnist1d_npz), str(root), device="cpu", threads=1)
     assert trained == []
 
 
 def test_train_pack_results_equal_train_run(mnist1d_npz, mnist1d_tensors, tmp_path):
     (spec,) = tiny_specs(batch_sizes=[32])
-    train.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")
-    history, _ = train.train_run(spec, mnist1d_tensors, CPU)
+    packs.train_pack([spec], str(mnist1d_npz), str(tmp_path), device="cpu")
+    history, _ = sequential.train_run(spec, mnist1d_tensors, CPU)
     stored = store.read_history(tmp_path, spec["run_id"])
     pd.testing.assert_frame_equal(stored.drop(columns="wall_time"), history.drop(columns="wall_time"), check_exact=True)
 
 
 def test_pick_device_cpu():
-    assert train.pick_device("cpu") == CPU
+    assert training.pick_device("cpu") == CPU
     if not torch.cuda.is_available():
-        assert train.pick_device("auto") == CPU
+        assert training.pick_device("auto") == CPU
         with pytest.raises(RuntimeError, match="no CUDA device"):
-            train.pick_device("cuda")
+            training.pick_device("cuda")
 
 
 def test_spec_run_id_matches_grid(mnist1d_tensors):
@@ -257,17 +257,17 @@ def test_spec_run_id_matches_grid(mnist1d_tensors):
 
 def test_evaluation_batch_size_bounds_memory_not_results(mnist1d_tensors):
     spec = tiny_specs()[0]
-    a, _ = train.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=1000)
-    b, _ = train.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=7)
+    a, _ = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=1000)
+    b, _ = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"), eval_batch_size=7)
     assert a["test_acc"].tolist() == b["test_acc"].tolist() and a["train_acc"].tolist() == b["train_acc"].tolist()
     assert b["test_loss"].tolist() == pytest.approx(a["test_loss"].tolist(), rel=1e-5)
 
 
 def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors):
     spec = tiny_specs(batch_sizes=[8], budget={"steps": 30})[0]
-    measured, _ = train.train_run(spec, mnist1d_tensors, CPU)
+    measured, _ = sequential.train_run(spec, mnist1d_tensors, CPU)
     off = dict(spec, noise_scale={"pairs": 0})
-    unmeasured, _ = train.train_run(off, mnist1d_tensors, CPU)
+    unmeasured, _ = sequential.train_run(off, mnist1d_tensors, CPU)
     assert spec["noise_scale"] == {"pairs": 4, "small_batch": 8, "big_batch": 64, "every": 2}
     # at every other evaluation (of steps 0, 10, 20, 30) and the last
     assert measured.loc[measured["noise_trace"].notna(), "step"].tolist() == [0, 20, 30]
@@ -282,15 +282,15 @@ def test_the_noise_scale_is_recorded_without_perturbing_training(mnist1d_tensors
 
 def test_the_final_weights_sharpness_is_in_the_summary(mnist1d_tensors):
     spec = tiny_specs(batch_sizes=[8], budget={"steps": 30})[0]
-    _, summary = train.train_run(spec, mnist1d_tensors, CPU)
+    _, summary = sequential.train_run(spec, mnist1d_tensors, CPU)
     assert 0 < summary["final_sharpness_0.0005"] < summary["final_sharpness_0.001"]  # a larger box reaches higher
     model_state: dict = {}
-    train.train_run(spec, mnist1d_tensors, CPU, final_state=model_state)
+    sequential.train_run(spec, mnist1d_tensors, CPU, final_state=model_state)
     model = models.build(spec["arch"], (1, 40), 10)
     model.load_state_dict(model_state)
     x, y = mnist1d_tensors["x_train"], mnist1d_tensors["y_train"]
     assert summary["final_sharpness_0.001"] == metrics.sharpness(model, x, y, 0.001, 10, seed=spec["seed"])
-    _, unmeasured = train.train_run(dict(spec, sharpness={"epsilons": []}), mnist1d_tensors, CPU)
+    _, unmeasured = sequential.train_run(dict(spec, sharpness={"epsilons": []}), mnist1d_tensors, CPU)
     assert not any(k.startswith("final_sharpness_") for k in unmeasured)
-    _, diverged = train.train_run(dict(spec, lr=1e4), mnist1d_tensors, CPU)
+    _, diverged = sequential.train_run(dict(spec, lr=1e4), mnist1d_tensors, CPU)
     assert diverged["diverged"] and math.isnan(diverged["final_sharpness_0.001"])

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from batchlab import config as study_config, grid, store, train
+from batchlab import config as study_config, grid, packs, store, training
 from conftest import tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_smoke_study_builds_everything(smoke):
     rows = history.groupby("run_id").size()
     diverged = set(runs.loc[runs["diverged"], "run_id"])
     for s in specs:  # one row per evaluation: every scheduled one, or up to the divergence
-        expected = len(train.eval_steps(s["steps"], s["eval_points"]))
+        expected = len(training.eval_steps(s["steps"], s["eval_points"]))
         assert rows[s["run_id"]] <= expected + 1 if s["run_id"] in diverged else rows[s["run_id"]] == expected
     for column in ("batch_size", "lr", "seed", "optimizer_momentum", "schedule_kind", "final_test_acc", "diverged"):
         assert column in runs.columns
@@ -131,7 +131,7 @@ def test_training_is_deterministic_across_processes(smoke, tmp_path):
     pack = next(p for p in grid.packs(specs, {s["run_id"] for s in specs}, pack_size)
                 if p.members[0]["arch"] == "cnn1d" and p.members[0]["batch_size"] == 8)
     torch.set_num_threads(1)
-    train.train_pack(list(pack.members), str(smoke / "results" / "data" / "mnist1d.npz"), str(tmp_path))
+    packs.train_pack(list(pack.members), str(smoke / "results" / "data" / "mnist1d.npz"), str(tmp_path))
     for spec in pack.members:
         stored = store.read_history(smoke / "results" / "runs", spec["run_id"])
         history = store.read_history(tmp_path, spec["run_id"])

@@ -10,7 +10,7 @@
   budget counts optimizer steps: those of the constant run (``round(examples / B)``), drop steps included,
   so a run with drops ends at the same step and sees fewer examples.
 
-The data order is the constant-batch runs' (see :func:`batchlab.train.batch_indices`): a stream of seeded
+The data order is the constant-batch runs' (see :func:`batchlab.training.batch_indices`): a stream of seeded
 epoch permutations, here consumed ``B_t`` examples at a time, so every example is seen once per epoch. A
 :class:`Plan` holds a run's position in the stream and its plateau state; both go into its checkpoints.
 """
@@ -68,7 +68,7 @@ def tag(schedule: dict) -> str:
 
 class Stream:
     """The run's data order: seeded epoch permutations of ``n`` examples, one after another, read from
-    ``position`` on. The same stream as :func:`batchlab.train.batch_indices` for the same seed."""
+    ``position`` on. The same stream as :func:`batchlab.training.batch_indices` for the same seed."""
 
     def __init__(self, n: int, seed: int, position: int = 0):
         import torch

@@ -1,476 +1,289 @@
-"""The batched engine: the K runs of a pack trained at once, as one model with a leading member dimension.
-
-At small batch sizes a step's fixed cost (Python, dispatch, kernel launches) dwarfs its arithmetic, so one
-step of K stacked models costs little more than one step of one. :class:`StackedModel` turns K copies of a
-built-in architecture (an ``nn.Sequential`` of Linear, Conv1d/Conv2d, BatchNorm, ReLU, max-pooling and
-Flatten layers), each initialized exactly as the run alone would be, into one model:
-
-- linear layers keep their weights as one ``(K, in, out)`` tensor and multiply per member with ``bmm``;
-- 1-D convolutions (the MNIST-1D CNN) unfold their input into patches once and multiply them per member
-  with ``baddbmm``, channels last, ``(K, B, L, C)``: at small batches this is several times faster than a
-  grouped convolution, whose per-group kernels are small and slow on the CPU;
-- 2-D convolutions (and dilated 1-D ones) run as one grouped convolution with ``groups=K`` over the
-  members' channels laid side by side, ``(B, K*C, ...)``; batch norm and pooling work on that layout, so
-  batch norm over the ``K*C`` channels keeps every member's own batch statistics and running averages.
+"""The batched engine: the K runs of a pack trained at once, as one stacked model (batchlab.stacked), each
+member to the numbers of its run alone (batchlab.sequential).
 
 Each member keeps its own data order, learning rate and schedule, warm-up, momentum, weight decay
-(:class:`StackedOptimizer` is SGD or Adam with a per-member vector of each) and divergence: a member whose
-loss diverges stops updating and is recorded at that step, the others go on. The loss is the sum of the
-members' mean losses, so each member's gradient is exactly its own.
+(batchlab.stacked_optim's optimizer is SGD or Adam with a per-member vector of each) and divergence: a member
+whose loss diverges stops updating and is recorded at that step, the others go on. The loss is the sum of
+the members' mean losses, so each member's gradient is exactly its own.
 
-Architectures this cannot stack (a custom module, a residual block) train one after another instead.
+:func:`train_batched` is the loop; :class:`BatchedPack` holds its state and does each phase: evaluate,
+checkpoint, step, finish.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from typing import Callable
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-# layers whose parameters are stacked along a leading member dimension, (K, ...); the others concatenate
-# the members' channels, (K*C, ...)
-MEMBER_MAJOR = ("linear", "unfold")
+from batchlab import checkpoint, data, metrics, models, stacked_optim
+from batchlab.checkpoint import Checkpointer
+from batchlab.schedules import lr_factor
+from batchlab.stacked import StackedModel, member_norms
+from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
+                               make_optimizer, noise_at, summarize, training_step)
 
-SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool1d,
-             nn.MaxPool2d, nn.Flatten)
-
-
-def can_stack(model: nn.Module) -> bool:
-    """Whether a built model is a plain sequence of layers :class:`StackedModel` knows."""
-    if not isinstance(model, nn.Sequential):
-        return False
-    for layer in model:
-        if not isinstance(layer, SUPPORTED):
-            return False
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and (layer.groups != 1 or layer.padding_mode != "zeros"):
-            return False
-        if isinstance(layer, nn.Flatten) and (layer.start_dim, layer.end_dim) != (1, -1):
-            return False
-    return True
+OnFinish = Callable[[int, pd.DataFrame, dict], None]
 
 
-class _Patches(torch.autograd.Function):
-    """The patches of a 1-D convolution, channels last: ``(K, B, L, C)`` to ``(K, B*L_out, C*kernel)``, with
-    zero padding. Its backward adds each tap's gradient back with one strided add per tap, many times
-    faster on the CPU than the backward of ``Tensor.unfold``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, width: int, stride: int, pad: int) -> torch.Tensor:
-        ctx.shape, ctx.args = x.shape, (width, stride, pad)
-        if pad:
-            x = F.pad(x, (0, 0, pad, pad))
-        patches = x.unfold(2, width, stride)  # (K, B, L_out, C, kernel)
-        return patches.reshape(patches.shape[0], patches.shape[1] * patches.shape[2], -1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (k, b, length, c), (width, stride, pad) = ctx.shape, ctx.args
-        padded = length + 2 * pad
-        out_length = (padded - width) // stride + 1
-        grad = grad.view(k, b, out_length, c, width)
-        grad_x = grad.new_zeros(k, b, padded, c)
-        for j in range(width):
-            grad_x[:, :, j : j + stride * (out_length - 1) + 1 : stride].add_(grad[..., j])
-        return grad_x[:, :, pad : pad + length], None, None, None
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Each member's mean cross-entropy (K,) of its logits (K, B, classes) against its labels (K, B)."""
+    k, b = y.shape
+    return F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
 
 
-class StackedModel(nn.Module):
-    """K copies of one architecture as one model. ``forward(x)`` takes a batch per member, ``x`` of shape
-    ``(K, B, ...)``, and returns logits of shape ``(K, B, classes)``. (Evaluation loads each member into its
-    own module instead: see batchlab.train.evaluate_members.)"""
-
-    def __init__(self, members: list[nn.Sequential]):
-        super().__init__()
-        self.k = len(members)
-        self.kinds: list[str] = []
-        self.layers = nn.ModuleList()
-        for layers in zip(*members):
-            first = layers[0]
-            if isinstance(first, nn.Linear):
-                mod = nn.Module()
-                # stored transposed, (K, in, out): its gradient then comes out of bmm contiguous, where the
-                # (K, out, in) layout would cost a transposing copy of every weight gradient, every step
-                mod.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
-                mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
-                kind = "linear"
-            elif isinstance(first, nn.Conv1d) and first.dilation == (1,) and isinstance(first.padding, tuple):
-                mod = nn.Module()
-                # (K, C_in*kernel, C_out), like a linear layer's weight: patches times weight per member
-                mod.weight = nn.Parameter(torch.stack([m.weight.detach().flatten(1).t() for m in layers]).contiguous())
-                mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
-                mod.shape, mod.stride, mod.padding = tuple(first.weight.shape), first.stride[0], first.padding[0]
-                kind = "unfold"
-            elif isinstance(first, (nn.Conv1d, nn.Conv2d)):
-                mod = nn.Module()
-                mod.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).clone())
-                mod.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
-                mod.conv = F.conv1d if isinstance(first, nn.Conv1d) else F.conv2d
-                mod.stride, mod.padding, mod.dilation = first.stride, first.padding, first.dilation
-                kind = "conv"
-            elif isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                mod = type(first)(first.num_features * self.k, eps=first.eps, momentum=first.momentum,
-                                  affine=first.affine, track_running_stats=first.track_running_stats)
-                with torch.no_grad():
-                    if first.affine:
-                        mod.weight.copy_(torch.cat([m.weight for m in layers]))
-                        mod.bias.copy_(torch.cat([m.bias for m in layers]))
-                    if first.track_running_stats:
-                        mod.running_mean.copy_(torch.cat([m.running_mean for m in layers]))
-                        mod.running_var.copy_(torch.cat([m.running_var for m in layers]))
-                        mod.num_batches_tracked.copy_(first.num_batches_tracked)
-                kind = "norm"
-            elif isinstance(first, nn.Flatten):
-                mod, kind = nn.Identity(), "flatten"
-            elif isinstance(first, (nn.MaxPool1d, nn.MaxPool2d)):
-                mod, kind = first, "pool"
-            else:  # ReLU: the same on any layout
-                mod, kind = first, "same"
-            self.layers.append(mod)
-            self.kinds.append(kind)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(K, B, classes)`` of ``x``, a batch per member ``(K, B, ...)``."""
-        # layouts: "member" (K, B, C, ...), "grouped" (B, K*C, ...) and, around unfolded 1-D convolutions,
-        # "last" (K, B, L, C)
-        layout = "member"
-        for kind, mod in zip(self.kinds, self.layers):
-            if kind == "linear":
-                x, layout = self._to(x, layout, "member"), "member"
-                out = torch.bmm(x, mod.weight)
-                x = out + mod.bias.unsqueeze(1) if mod.bias is not None else out
-            elif kind == "unfold":
-                x, layout = self._unfold_conv(x, layout, mod), "last"
-            elif kind == "conv":
-                x, layout = self._to(x, layout, "grouped"), "grouped"
-                x = mod.conv(x, mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, self.k)
-            elif kind in ("norm", "pool"):
-                x, layout = self._to(x, layout, "grouped"), "grouped"
-                x = mod(x)
-            elif kind == "flatten":
-                x, layout = self._to(x, layout, "member"), "member"
-                x = x.reshape(self.k, x.shape[1], -1)
-            else:  # elementwise (ReLU): any layout
-                x = mod(x)
-        if layout != "member":
-            raise ValueError("a stacked model must end in a linear layer")
-        return x
-
-    def _to(self, x: torch.Tensor, have: str, want: str) -> torch.Tensor:
-        """``x`` moved from layout ``have`` to ``want`` (a view where possible)."""
-        if have == want:
-            return x
-        k = self.k
-        if have == "grouped":
-            x = x.view(x.shape[0], k, -1, *x.shape[2:]).transpose(0, 1)
-        elif have == "last":
-            x = x.transpose(-1, -2)
-        # now (K, B, C, ...)
-        if want == "grouped":
-            return x.transpose(0, 1).reshape(x.shape[1], k * x.shape[2], *x.shape[3:])
-        if want == "last":
-            return x.transpose(-1, -2)
-        return x
-
-    def _unfold_conv(self, x: torch.Tensor, layout: str, mod: nn.Module) -> torch.Tensor:
-        """A 1-D convolution of every member at once: patches ``(K, B*L_out, C*kernel)`` times the members'
-        weights ``(K, C*kernel, C_out)``, channels last in and out."""
-        k, pad, stride = self.k, mod.padding, mod.stride
-        c_out, _, width = mod.shape
-        x = self._to(x, layout, "last")  # (K, B, L, C)
-        b, length = x.shape[1], (x.shape[2] + 2 * pad - width) // stride + 1
-        patches = _Patches.apply(x, width, stride, pad)  # (K, B*L_out, C*kernel)
-        if mod.bias is not None:
-            out = torch.baddbmm(mod.bias.unsqueeze(1), patches, mod.weight)
-        else:
-            out = torch.bmm(patches, mod.weight)
-        return out.view(k, b, length, c_out)
-
-    def stacked_parameters(self) -> list[tuple[torch.Tensor, int]]:
-        """Every trainable parameter with the size of its per-member slices along dim 0 (1 for stacked
-        (K, ...) weights, C for channel-concatenated (K*C, ...) ones)."""
-        out = []
-        for kind, mod in zip(self.kinds, self.layers):
-            for p in (getattr(mod, "weight", None), getattr(mod, "bias", None)):
-                if isinstance(p, nn.Parameter) and p.requires_grad:
-                    out.append((p, 1 if kind in MEMBER_MAJOR else p.shape[0] // self.k))
-        return out
-
-    def _tensors(self):
-        """(layer kind, layer, attribute name, tensor) of every parameter and buffer, in the order of the
-        members' own ``state_dict``."""
-        for index, (kind, mod) in enumerate(zip(self.kinds, self.layers)):
-            for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
-                t = getattr(mod, name, None)
-                if isinstance(t, torch.Tensor):
-                    yield f"{index}.{name}", kind, mod, name, t
-
-    def _slice(self, kind: str, t: torch.Tensor, i: int) -> torch.Tensor:
-        """Member i's slice of a stacked tensor (a view), in the stacked layout."""
-        if kind in MEMBER_MAJOR:
-            return t[i]
-        c = t.shape[0] // self.k
-        return t[i * c : (i + 1) * c]
-
-    @staticmethod
-    def _own(kind: str, mod: nn.Module, name: str, piece: torch.Tensor) -> torch.Tensor:
-        """A member's slice in the layout of its own module (linear and unfolded weights are stored
-        transposed)."""
-        if name == "weight" and kind == "linear":
-            return piece.t()
-        if name == "weight" and kind == "unfold":
-            return piece.t().view(mod.shape)
-        return piece
-
-    @staticmethod
-    def _stacked(kind: str, name: str, value: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`_own`: a tensor of a member's own module in the stacked layout."""
-        if name == "weight" and kind in MEMBER_MAJOR:
-            return value.reshape(value.shape[0], -1).t()
-        return value
-
-    def _member_slices(self, i: int):
-        """(layer kind, attribute name, member i's slice) of every parameter and buffer."""
-        for _, kind, _, name, t in self._tensors():
-            if name != "num_batches_tracked":
-                yield kind, name, self._slice(kind, t, i)
-
-    @torch.no_grad()
-    def silence_member(self, i: int):
-        """Set member i's parameters to 0 (running variances to 1): a diverged member then computes only
-        zeros and finite numbers instead of NaN, infinities and subnormals, which are slow on the CPU."""
-        for _, name, t in self._member_slices(i):
-            t.fill_(1.0 if name == "running_var" else 0.0)
-
-    def member_state(self, i: int) -> dict[str, torch.Tensor]:
-        """Member ``i``'s parameters and buffers, named as in its own ``nn.Sequential`` (views)."""
-        return {key: t if name == "num_batches_tracked" else self._own(kind, mod, name, self._slice(kind, t, i))
-                for key, kind, mod, name, t in self._tensors()}
-
-    @torch.no_grad()
-    def load_member_state(self, i: int, state: dict[str, torch.Tensor]):
-        """Set member ``i``'s parameters and buffers from a state dict of its own module (a checkpoint)."""
-        for key, kind, _, name, t in self._tensors():
-            if name == "num_batches_tracked":  # one counter for all members, which step together
-                t.copy_(state[key])
-            else:
-                self._slice(kind, t, i).copy_(self._stacked(kind, name, state[key]))
-
-    def parameter_layouts(self) -> list[tuple[str, nn.Module, str]]:
-        """(layer kind, layer, attribute name) of each tensor of :meth:`stacked_parameters`, in order."""
-        return [(kind, mod, name) for _, kind, mod, name, t in self._tensors()
-                if isinstance(t, nn.Parameter) and t.requires_grad]
+@torch.no_grad()
+def evaluate_members(model: StackedModel, members: list[torch.nn.Module], which: list[int],
+                     x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[int, tuple[float, float]]:
+    """Mean cross-entropy and accuracy on ``(x, y)`` of the members ``which``: each member's current state is
+    loaded into its own module (``members``) and evaluated as a run alone is. On evaluation batches of
+    hundreds of examples the stacked forward pass is memory-bound and slower than K plain ones."""
+    out = {}
+    for i in which:
+        members[i].load_state_dict(model.member_state(i))
+        out[i] = metrics.evaluate(members[i], x, y, batch_size)
+    return out
 
 
-def member_norms(tensors: list[torch.Tensor], k: int) -> torch.Tensor:
-    """Per member, the 2-norm over all given stacked tensors (each of shape (K, ...) or (K*C, ...)): (K,)."""
-    return torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(t.reshape(k, -1), dim=1) for t in tensors]), dim=0
-    )
+class BatchedPack:
+    """The state of a pack in training as one stacked model: built from the members' specs (each member
+    initialized exactly as its run alone), or from ``resume``, a checkpoint per member, all at one step.
+    ``on_finish`` and ``kept_weights`` as for :func:`train_batched`."""
+
+    def __init__(self, specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device,
+                 eval_batch_size: int = 1000, checkpoints: Checkpointer | None = None,
+                 resume: list[dict] | None = None, on_finish: OnFinish | None = None,
+                 kept_weights: dict | None = None, keep_final: bool = False):
+        self.specs, self.k, self.device = specs, len(specs), device
+        self.eval_batch_size, self.checkpoints, self.on_finish, self.kept_weights = (
+            eval_batch_size, checkpoints, on_finish, kept_weights)
+        self.keep_frozen = keep_final or kept_weights is not None
+        self.x_train, self.y_train, self.x_test, self.y_test = (
+            tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        first, k = specs[0], self.k
+        self.total, self.batch_size = first["steps"], first["batch_size"]
+        self.scaler = stacked_optim.StackedGradScaler(k, device) if first["precision"] == "fp16" else None
+        self._build(specs, device)
+        self.batches = torch.stack(
+            [batch_indices(len(self.x_train), self.batch_size, self.total, s["seed"] + 1_000_003) for s in specs], 1
+        ).to(device)  # (steps, K, B)
+        # (steps, K), float64: cast to each parameter's dtype
+        self.lrs = stacked_optim.lr_table(specs, lr_factor).to(device)
+        self.w0 = [p.detach().clone() for p, _ in self.params]
+        self.evals = set(eval_steps(self.total, first["eval_points"]))
+        self.factors = [s["divergence_loss_factor"] for s in specs]
+        # the scaler measures the members' gradient norms anyway, to find overflows
+        self.grad_norm = ((lambda: self.scaler.norms) if self.scaler else
+                          (lambda: member_norms([p.grad for p, _ in self.params], k)))
+
+        self.rows: list[list[dict]] = [[] for _ in specs]
+        self.norms: list[torch.Tensor] = []  # per step, every member's gradient norm (K,)
+        self.since = [0] * k  # per member, where in ``norms`` its next evaluation row starts
+        self.carried: list[list[float]] = [[] for _ in specs]  # a resumed member's norms from before its checkpoint
+        self.alive = [True] * k
+        self.frozen: dict[int, dict] = {}  # a diverged member's weights as it diverged
+        self.initial_loss: list[float | None] = [None] * k
+        self.diverged_at: list[int | None] = [None] * k
+        self.just_diverged: list[int] = []  # to be recorded at the next evaluation, then finished
+        self.results: list[tuple[pd.DataFrame, dict] | None] = [None] * k
+        self.train_time, self.step_no, self.wall_before = 0.0, 0, 0.0
+        if resume is not None:
+            self._load(resume)
+        self.resumed_at = self.step_no if resume is not None else None
+        self.start = time.perf_counter()
+
+    def _build(self, specs: list[dict], device: torch.device) -> None:
+        """The members' own modules (seeded as each run alone), the stacked model and its optimizer."""
+        n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"])
+        members = []
+        for spec in specs:
+            torch.manual_seed(spec["seed"])
+            members.append(models.build(spec["arch"], tuple(self.x_train.shape[1:]), n_classes, spec["model_options"]))
+        # each member's torch.optim param groups, for its checkpoints
+        self.groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(members, specs)]
+        self.model = StackedModel(members).to(device)
+        self.members = [m.to(device) for m in members]  # evaluated one by one (evaluate_members)
+        self.params = self.model.stacked_parameters()
+        opt = specs[0]["optimizer"]
+
+        def per_member(key: str) -> torch.Tensor:
+            return torch.tensor([s["optimizer"].get(key, 0.0) for s in specs], dtype=torch.float64, device=device)
+
+        self.optimizer = stacked_optim.StackedOptimizer(
+            self.params, self.k, opt["name"], momentum=per_member("momentum"), weight_decay=per_member("weight_decay"),
+            nesterov=opt.get("nesterov", False), betas=tuple(opt.get("betas", (0.9, 0.999))))
+
+    def _load(self, resume: list[dict]) -> None:
+        """Every member's state after ``step`` updates (see batchlab.checkpoint)."""
+        self.step_no = resume[0]["step"]
+        if any(r["step"] != self.step_no for r in resume):
+            raise ValueError("the members of a batched pack resume from one step")
+        for i, r in enumerate(resume):
+            self.model.load_member_state(i, r["model"])
+            self.optimizer.load_member_state(i, r["optimizer"]["state"], self.model)
+            if self.scaler and r["scaler"]:
+                self.scaler.load_member_state(i, r["scaler"])
+            self.rows[i], self.carried[i], self.initial_loss[i] = list(r["rows"]), list(r["norms"]), r["initial_loss"]
+        checkpoint.set_rng_state(resume[0]["rng"], self.device)
+        self.train_time = max(r["train_time"] for r in resume)
+        self.wall_before = max(r["wall_time"] for r in resume)
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, before a resume included."""
+        return self.wall_before + time.perf_counter() - self.start
+
+    def evaluate_due(self) -> list[int]:
+        """The members to evaluate now: those training, at the scheduled steps (a resumed pack already has
+        its step's evaluation), and those that just diverged."""
+        due = self.step_no in self.evals and self.step_no != self.resumed_at
+        return sorted({i for i in range(self.k) if self.alive[i] and due} | set(self.just_diverged))
+
+    def done(self) -> bool:
+        return self.step_no == self.total or not any(self.alive)
+
+    def _pending(self, i: int, step_norms: list[list[float]]) -> list[float]:
+        """Member i's gradient norms not yet in an evaluation row (``step_norms``: :attr:`norms` as lists)."""
+        return self.carried[i] + [n[i] for n in step_norms[self.since[i]:]]
+
+    def evaluate(self, which: list[int], progress: Progress | None = None) -> None:
+        """Record an evaluation row of the members ``which``, finish those that diverged, and report the
+        members still training (or, when none is, those evaluated) to ``progress``."""
+        on_train = evaluate_members(self.model, self.members, which, self.x_train, self.y_train, self.eval_batch_size)
+        on_test = evaluate_members(self.model, self.members, which, self.x_test, self.y_test, self.eval_batch_size)
+        dist = member_norms([p.detach() - p0 for (p, _), p0 in zip(self.params, self.w0)], self.k).tolist()
+        step_norms = torch.stack(self.norms).cpu().tolist() if self.norms else []
+        wall = self.wall_time()
+        for i in which:  # members[i] holds member i's weights since evaluate_members
+            spec = self.specs[i]
+            noise = noise_at(spec, self.members[i], self.x_train, self.y_train, self.step_no) if self.alive[i] else None
+            self.rows[i].append(eval_row(spec, self.step_no, len(self.x_train), (*on_train[i], *on_test[i]),
+                                         self._pending(i, step_norms), dist[i], wall, noise))
+            self.since[i], self.carried[i] = len(step_norms), []
+        # drop the norms every member still training has been recorded with
+        keep_from = min([self.since[i] for i in range(self.k) if self.alive[i]] or [len(self.norms)])
+        self.norms = self.norms[keep_from:]
+        self.since = [max(0, v - keep_from) for v in self.since]
+        for i in self.just_diverged:  # done: written now, then silenced while the others go on
+            self.finish(i)
+            self.model.silence_member(i)
+            self.optimizer.silence_member(i)
+        self.just_diverged = []
+        if progress:
+            live = [i for i in which if self.alive[i]] or which
+            progress(self.step_no, self.total, sum(on_train[i][0] for i in live) / len(live),
+                     max(on_test[i][1] for i in live))
+
+    def checkpoint_due(self) -> bool:
+        return self.checkpoints is not None and self.checkpoints.due(self.step_no)
+
+    def checkpoint(self) -> None:
+        """Save the members still training (not at the first step, nor the one resumed from: nothing new),
+        and stop here when the job is asked to."""
+        if self.step_no not in (0, self.resumed_at):
+            step_norms = torch.stack(self.norms).cpu().tolist() if self.norms else []
+            self.checkpoints.save([self.member_checkpoint(i, self._pending(i, step_norms))
+                                   for i in range(self.k) if self.alive[i]])
+        self.checkpoints.stop_if_requested(f"at step {self.step_no} of {sum(self.alive)} batched runs")
+
+    def member_checkpoint(self, i: int, pending: list[float]) -> dict:
+        """Member i's checkpoint now, in the format of its run alone; ``pending``: its unrecorded norms."""
+        group = [dict(g, lr=float(self.lrs[max(self.step_no - 1, 0), i])) for g in self.groups[i]]
+        optimizer = {"state": self.optimizer.member_state(i, self.model), "param_groups": group}
+        return checkpoint.run_state(
+            self.specs[i], "batched", self.step_no, self.model.member_state(i), optimizer,
+            self.scaler.member_state(i) if self.scaler else None, self.rows[i], pending, self.initial_loss[i],
+            self.train_time, self.wall_time(), self.device)
+
+    def step(self, autocast: Callable[[], object]) -> None:
+        """One update of every member at its own learning rate; then watch each for divergence."""
+        t0 = time.perf_counter()
+        idx = self.batches[self.step_no]  # (K, B)
+        self.optimizer.lr = self.lrs[self.step_no]  # (K,)
+        losses, norms = training_step(self.model, self.optimizer, self.x_train[idx], self.y_train[idx], self.scaler,
+                                      autocast, member_losses, self.grad_norm)
+        self.norms.append(norms)
+        self.step_no += 1
+        self.train_time += time.perf_counter() - t0
+        for i, value in enumerate(losses.detach().tolist()):
+            if self.alive[i]:
+                self._watch(i, value)
+
+    def _watch(self, i: int, loss: float) -> None:
+        """Stop member i if its loss diverged: it is recorded at the next evaluation (before any other step),
+        its learning rate set to 0 and its state silenced (it still computes, which is cheaper than masking
+        every update; its numbers are not used)."""
+        self.initial_loss[i] = loss if self.initial_loss[i] is None else self.initial_loss[i]
+        if metrics.is_diverged(loss, self.initial_loss[i], self.factors[i]):
+            self.diverged_at[i], self.alive[i] = self.step_no, False
+            self.lrs[self.step_no:, i] = 0.0
+            self.just_diverged.append(i)
+            if self.keep_frozen:
+                self.frozen[i] = {n: t.detach().clone() for n, t in self.model.member_state(i).items()}
+
+    def final_weights(self, i: int) -> dict[str, torch.Tensor]:
+        """Member ``i``'s final parameters and buffers (a diverged member's as it diverged), named as in its
+        own model."""
+        return self.frozen.get(i) or {n: t.detach().clone() for n, t in self.model.member_state(i).items()}
+
+    def finish(self, i: int) -> None:
+        """Member i's history and summary (with its final weights' sharpness), handed to ``on_finish``."""
+        spec, k = self.specs[i], self.k
+        steps_done = self.diverged_at[i] or self.step_no
+        # the pack's training time, shared evenly among its members
+        samples_per_s = steps_done * self.batch_size * k / self.train_time if self.train_time > 0 else math.nan
+        history, summary = summarize(spec, self.rows[i], steps_done, len(self.x_train), len(self.x_test),
+                                     self.diverged_at[i], samples_per_s, self.train_time / k, self.wall_time(),
+                                     self.device)
+        summary.update(engine="batched", pack_members=k)
+        if spec.get("sharpness", {"epsilons": []})["epsilons"]:  # measured on the member's own module
+            self.members[i].load_state_dict(self.model.member_state(i))
+            summary.update(final_sharpness(spec, self.members[i], self.x_train, self.y_train,
+                                           self.diverged_at[i] is not None))
+        if self.checkpoints is not None and self.checkpoints.keep:
+            self.checkpoints.final[spec["run_id"]] = self.member_checkpoint(i, [])
+        if self.kept_weights is not None and spec.get("keep_weights"):
+            self.kept_weights[spec["run_id"]] = self.final_weights(i)
+        self.results[i] = (history, summary)
+        if self.on_finish:
+            self.on_finish(i, history, summary)
 
 
-class StackedOptimizer:
-    """SGD (momentum, Nesterov, weight decay) or Adam with a learning rate, momentum and weight decay per
-    member, following ``torch.optim.SGD`` and ``torch.optim.Adam`` step for step. ``step(lr)`` takes the
-    members' learning rates (K,); a member that must stop gets learning rate 0 (and :meth:`silence_member`).
-    Per-member hyperparameters equal across members become plain numbers (cheaper steps)."""
-
-    def __init__(self, params: list[tuple[torch.Tensor, int]], k: int, name: str, momentum: torch.Tensor,
-                 weight_decay: torch.Tensor, nesterov: bool = False, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
-        self.params, self.k, self.name, self.nesterov = params, k, name, nesterov
-        self.betas, self.eps = betas, eps
-        self.momentum = [self._constant(momentum, p, rows) for p, rows in params]
-        self.weight_decay = [self._constant(weight_decay, p, rows) for p, rows in params]
-        self.state: list[dict] = [{} for _ in params]
-        self.member_steps = [0] * k  # updates each member has taken (Adam's bias corrections)
-
-    @staticmethod
-    def _per_row(v: torch.Tensor, p: torch.Tensor, rows: int) -> torch.Tensor:
-        """A per-member vector (K,) broadcastable against a parameter whose member slices are ``rows`` long."""
-        v = v.repeat_interleave(rows) if rows > 1 else v
-        return v.view(-1, *([1] * (p.dim() - 1)))
-
-    def _constant(self, v: torch.Tensor, p: torch.Tensor, rows: int) -> float | torch.Tensor:
-        if bool((v == v[0]).all()):
-            return float(v[0])
-        return self._per_row(v.to(p.dtype), p, rows)
-
-    @torch.no_grad()
-    def silence_member(self, i: int):
-        """Zero member i's optimizer state (see :meth:`StackedModel.silence_member`)."""
-        for (_, name), t in self._member_tensors(i).items():
-            if name != "param":
-                t.zero_()
-
-    def member_state(self, i: int, model: StackedModel) -> dict[int, dict[str, torch.Tensor]]:
-        """Member i's optimizer state as ``torch.optim``'s ``state_dict()["state"]`` of its run alone would
-        hold it: per parameter index, the momentum buffer (SGD) or step and moment estimates (Adam), each a
-        copy in the layout of the member's own module."""
-        state = {}
-        for index, ((kind, mod, name), own) in enumerate(zip(model.parameter_layouts(), self.state)):
-            entry = {key: model._own(kind, mod, name, model._slice(kind, t, i)).clone()
-                     for key, t in own.items() if isinstance(t, torch.Tensor)}
-            if entry and self.name == "adam":
-                entry["step"] = torch.tensor(float(self.member_steps[i]))
-            if entry:
-                state[index] = entry
-        return state
-
-    @torch.no_grad()
-    def load_member_state(self, i: int, state: dict, model: StackedModel):
-        """Set member i's optimizer state from :meth:`member_state`'s layout (a checkpoint of either engine)."""
-        for index, ((p, _), (kind, _, name), own) in enumerate(zip(self.params, model.parameter_layouts(), self.state)):
-            for key, value in state.get(index, {}).items():
-                if key == "step":
-                    self.member_steps[i] = int(value)
-                elif value is not None:
-                    if key not in own:
-                        own[key] = torch.zeros_like(p)
-                    model._slice(kind, own[key], i).copy_(model._stacked(kind, name, value))
-
-    @torch.no_grad()
-    def zero_grad(self):
-        for p, _ in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, lr: torch.Tensor, skip: list[int] | None = None):
-        """One update with the members' learning rates ``lr`` (K,). Members in ``skip`` (a mixed-precision
-        step whose gradients overflowed) keep their parameters and optimizer state, as
-        ``torch.amp.GradScaler`` skips the step of a run alone."""
-        if skip:
-            kept = {i: {key: t.clone() for key, t in self._member_tensors(i).items()} for i in skip}
-        self._step(lr)
-        if skip:
-            for i, saved in kept.items():
-                for key, t in self._member_tensors(i).items():
-                    # state the step created (a first momentum buffer) starts from zero, as if not yet made
-                    t.copy_(saved[key]) if key in saved else t.zero_()
-            for i in skip:
-                self.member_steps[i] -= 1
-
-    def _member_tensors(self, i: int) -> dict[tuple[int, str], torch.Tensor]:
-        """Views of member i's slices of every parameter and optimizer state tensor."""
-        out = {}
-        for index, ((p, rows), state) in enumerate(zip(self.params, self.state)):
-            out[index, "param"] = p[i * rows : (i + 1) * rows]
-            for name, t in state.items():
-                if isinstance(t, torch.Tensor) and t.dim() and t.shape[0] == p.shape[0]:
-                    out[index, name] = t[i * rows : (i + 1) * rows]
-        return out
-
-    def _bias_corrections(self, device: torch.device) -> tuple[float | torch.Tensor, float | torch.Tensor]:
-        """Adam's bias corrections 1 - b1^t and sqrt(1 - b2^t), computed in double precision as torch.optim
-        does: numbers, or (K,) vectors where members have taken different numbers of steps."""
-        b1, b2 = self.betas
-        if len(set(self.member_steps)) == 1:
-            t = self.member_steps[0]
-            return 1 - b1**t, math.sqrt(1 - b2**t)
-        t = torch.tensor(self.member_steps, dtype=torch.float64, device=device)
-        return 1 - b1**t, torch.sqrt(1 - b2**t)
-
-    def _step(self, lr: torch.Tensor):
-        self.member_steps = [t + 1 for t in self.member_steps]
-        if self.name == "adam":
-            bias_corrections = self._bias_corrections(lr.device)
-        lr_rows: dict[tuple[int, torch.dtype], torch.Tensor] = {}  # the lr vector once per slice length
-        for (p, rows), m, wd, state in zip(self.params, self.momentum, self.weight_decay, self.state):
-            if p.grad is None:
-                continue
-            key = (rows, p.dtype)
-            if key not in lr_rows:
-                lr_rows[key] = self._per_row(lr.to(p.dtype), p, rows).reshape(-1)
-            lr_p = lr_rows[key].view(-1, *([1] * (p.dim() - 1)))
-            g = p.grad
-            # the same operations as torch.optim's (add with alpha rounds once), where hyperparameters agree
-            if isinstance(wd, float):
-                g = g if wd == 0.0 else torch.add(g, p, alpha=wd)  # L2, as torch.optim applies weight_decay
-            else:
-                g = g + wd * p
-            if self.name == "sgd":
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = g.clone()
-                else:
-                    buf.mul_(m).add_(g)
-                if self.nesterov:
-                    d = torch.add(g, buf, alpha=m) if isinstance(m, float) else g + m * buf
-                else:
-                    d = buf
-                p.addcmul_(lr_p, d, value=-1.0)
-            else:
-                b1, b2 = self.betas
-                if "exp_avg" not in state:
-                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-                state["exp_avg"].lerp_(g, 1 - b1)
-                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                bc1, bc2_sqrt = (v if isinstance(v, float) else self._per_row(v.to(p.dtype), p, rows)
-                                 for v in bias_corrections)
-                denom = (state["exp_avg_sq"].sqrt() / bc2_sqrt).add_(self.eps)
-                p.copy_(p - (lr_p / bc1) * state["exp_avg"] / denom)
-
-
-class StackedGradScaler:
-    """Dynamic loss scaling for float16 training, one scale per member, following ``torch.amp.GradScaler``:
-    each member's loss is multiplied by its scale before the backward pass and its gradients divided by
-    it after; a member whose gradients overflowed skips the step and halves its scale, and a scale doubles
-    after ``growth_interval`` steps without overflow."""
-
-    def __init__(self, k: int, device: torch.device, init_scale: float = 2.0**16, growth_factor: float = 2.0,
-                 backoff_factor: float = 0.5, growth_interval: int = 2000):
-        self.scale = torch.full((k,), init_scale, dtype=torch.float32, device=device)
-        self.good_steps = torch.zeros(k, dtype=torch.int64, device=device)
-        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
-
-    def member_state(self, i: int) -> dict:
-        """Member i's scale in the layout of ``torch.amp.GradScaler.state_dict()``."""
-        return {"scale": float(self.scale[i]), "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
-                "growth_interval": self.growth_interval, "_growth_tracker": int(self.good_steps[i])}
-
-    def load_member_state(self, i: int, state: dict):
-        self.scale[i], self.good_steps[i] = state["scale"], state["_growth_tracker"]
-
-    def scaled(self, losses: torch.Tensor) -> torch.Tensor:
-        """The members' losses (K,) times their scales, summed: what to call ``backward()`` on."""
-        return (losses * self.scale).sum()
-
-    @torch.no_grad()
-    def unscale_(self, params: list[tuple[torch.Tensor, int]]):
-        inv = self.scale.double().reciprocal().float()  # in double, as GradScaler computes it
-        for p, rows in params:
-            if p.grad is not None:
-                p.grad.mul_(StackedOptimizer._per_row(inv, p.grad, rows))
-
-    @torch.no_grad()
-    def update(self, overflowed: torch.Tensor):
-        """After a step: ``overflowed`` (K,) tells which members' gradients were not finite."""
-        grown = (self.good_steps + 1 == self.growth_interval) & ~overflowed
-        self.scale = torch.where(overflowed, self.scale * self.backoff_factor,
-                                 torch.where(grown, self.scale * self.growth_factor, self.scale))
-        self.good_steps = torch.where(overflowed | grown, 0, self.good_steps + 1)
-
-
-def lr_table(specs: list[dict], lr_factor) -> torch.Tensor:
-    """Every member's learning rate at every step, shape (steps, K): looked up, not recomputed, per step."""
-    steps = specs[0]["steps"]
-    return torch.tensor(
-        [[s["lr"] * lr_factor(t, steps, s["warmup"], s["schedule"]) for s in specs] for t in range(steps)],
-        dtype=torch.float64,
-    )
-
-
-def estimate_bytes(model: nn.Module, batch_size: int, input_numel: int) -> int:
-    """A rough upper bound of one member's training memory: parameters with gradients and optimizer
-    state (x4), plus activations of a batch taken as 8 floats per input value and layer."""
-    params = sum(p.numel() for p in model.parameters())
-    layers = sum(1 for _ in model.modules())
-    return 4 * (4 * params + 8 * batch_size * input_numel * max(1, layers // 2))
-
-
-def max_members(free_bytes: int, per_member_bytes: int, fraction: float = 0.5) -> int:
-    """How many members fit in ``fraction`` of the free device memory (at least 1)."""
-    return max(1, int(fraction * free_bytes // max(1, per_member_bytes)))
-
-
+def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device,
+                  progress: Progress | None = None, eval_batch_size: int = 1000, final_states: list | None = None,
+                  checkpoints: Checkpointer | None = None, resume: list[dict] | None = None,
+                  on_finish: OnFinish | None = None,
+                  kept_weights: dict | None = None) -> list[tuple[pd.DataFrame, dict]]:
+    """Train the runs of a pack at once as one stacked model; return each run's history and summary, as
+    batchlab.sequential.train_run would for the run alone. The runs share dataset, architecture, batch size,
+    step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when
+    given, receives each member's parameters and buffers, named as in its own model. ``checkpoints`` and
+    ``resume`` (a checkpoint per member, all at the same step) as for ``train_run``, in the same format;
+    ``on_finish(i, history, summary)`` is called as soon as member ``i`` is done (a diverged member before
+    the others); ``kept_weights``, when given, receives before it run id -> final parameters and buffers of
+    each member whose spec has ``keep_weights`` (a diverged member's as it diverged)."""
+    pack = BatchedPack(specs, tensors, device, eval_batch_size, checkpoints, resume, on_finish, kept_weights,
+                       keep_final=final_states is not None)
+    with TrainingSettings(device, pack.batch_size, specs[0]["precision"]) as settings:
+        while True:
+            # evaluate the members due (all at the scheduled steps; one that diverged at once), finish the diverged
+            which = pack.evaluate_due()
+            if which:
+                with settings.evaluation():
+                    pack.evaluate(which, progress)
+            if pack.done():
+                break
+            # checkpoint the members still training on the cadence, and stop here when the job is asked to
+            if pack.checkpoint_due():
+                pack.checkpoint()
+            # forward, backward, update: every member at its own learning rate
+            pack.step(settings.autocast)
+    if final_states is not None:
+        final_states.extend(pack.final_weights(i) for i in range(pack.k))
+    for i in range(pack.k):
+        if pack.results[i] is None:
+            pack.finish(i)
+    return pack.results

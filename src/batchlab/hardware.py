@@ -2,8 +2,9 @@
 batch size, on the device training runs on, up to the largest batch that fits.
 
 For one dataset x architecture, :func:`measure` times the training step of a single model (gather the batch,
-forward, loss, backward, optimizer step: what a practitioner's loop does, without batchlab's per-step
-bookkeeping) with the study's optimizer, precision (autocast) and thread count, at batch sizes doubling from
+then batchlab.training.training_step: forward, loss, backward, the fp16 loss scaler's unscale, optimizer step:
+what a practitioner's loop does, without batchlab's per-step bookkeeping) under training's kernel settings,
+with the study's optimizer, precision (autocast) and thread count, at batch sizes doubling from
 the smallest grid batch size up to ``max_batch_size``, the grid's own batch sizes always among them. The
 sweep ends at the first batch size that runs out of memory; that one and every larger one are recorded as not
 fitting. Time per step is the median over ``repeats`` timed steps after ``warmup_steps`` untimed ones (CUDA is
@@ -29,14 +30,13 @@ import math
 import platform
 import statistics
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from batchlab import data, models, train
+from batchlab import data, models, training
 
 log = logging.getLogger("batchlab.hardware")
 
@@ -120,29 +120,6 @@ def peak_memory(device: torch.device):
     out["mb"] = peak / 2**20
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                  precision: str, device: torch.device) -> Callable[[torch.Tensor], None]:
-    """One step of training as train.train_run takes it (gather, forward under autocast, backward, update,
-    a loss scaler for fp16), without its bookkeeping (gradient norms, divergence checks)."""
-    dtype = train.PRECISION[precision]
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-    def step(idx: torch.Tensor) -> None:
-        with autocast():
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-        optimizer.zero_grad(set_to_none=True)
-        if scaler:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-
-    return step
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -156,14 +133,17 @@ def measure_batch(build: Callable[[], torch.nn.Module], optimizer_settings: dict
     generator = torch.Generator().manual_seed(seed)
     steps = 2 + warmup_steps + repeats
     indices = torch.randint(len(x), (steps, batch_size), generator=generator).to(device)  # (steps, B)
-    onednn_default = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = train._use_onednn(device, batch_size)  # the kernels training picks
-    try:
+    with training.TrainingSettings(device, batch_size, precision) as settings:  # the kernels training picks
         free_memory()
         with peak_memory(device) as memory:  # built inside, so the model, its gradients and state count
             model = build().to(device)
-            optimizer = train.make_optimizer(model, {"optimizer": optimizer_settings, "lr": LR})
-            step = training_step(model, optimizer, x, y, precision, device)
+            optimizer = training.make_optimizer(model, {"optimizer": optimizer_settings, "lr": LR})
+            scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+            def step(idx: torch.Tensor) -> None:
+                # training's step without its bookkeeping (gradient norms, divergence checks)
+                training.training_step(model, optimizer, x[idx], y[idx], scaler, settings.autocast)
+
             step(indices[0])  # allocates the optimizer's state
             step(indices[1])
         for i in range(2, 2 + warmup_steps):
@@ -175,8 +155,6 @@ def measure_batch(build: Callable[[], torch.nn.Module], optimizer_settings: dict
             step(indices[i])
             _sync(device)
             times.append(time.perf_counter() - t0)
-    finally:
-        torch.backends.mkldnn.enabled = onednn_default
     return {"seconds_per_step": statistics.median(times), "peak_memory_mb": memory["mb"]}
 
 
@@ -184,10 +162,10 @@ def measure(dataset_path: str, dataset: str, arch: str, settings: dict, max_batc
             warmup_steps: int = 3, repeats: int = 10, device: str = "auto", threads: int = 1) -> pd.DataFrame:
     """The hardware table of one dataset x architecture (columns :data:`COLUMNS`), one row per batch size of
     :func:`batch_sizes`. ``settings`` comes from batchlab.grid.hardware_settings; ``device`` and ``threads`` as
-    in training (batchlab.train.train_pack)."""
+    in training (batchlab.packs.train_pack)."""
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)  # as in training: subnormal numbers would slow the CPU's arithmetic
-    dev = train.pick_device(device)
+    dev = training.pick_device(device)
     arrays = data.load(dataset_path)
     x, y = (torch.from_numpy(arrays[k]).to(dev) for k in ("x_train", "y_train"))
     n_classes = data.num_classes(dataset, settings["dataset_options"])

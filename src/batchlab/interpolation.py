@@ -90,7 +90,7 @@ def interpolate_solutions(runs: pd.DataFrame, dataset: str, arch: str, small_bat
                           alpha_values: list[float], runs_root: str, tensors: dict[str, torch.Tensor],
                           eval_batch_size: int = 1000) -> pd.DataFrame:
     """The interpolation table of one dataset and architecture (columns :data:`COLUMNS`, one row per seed,
-    alpha and split): see the module's docstring. ``tensors`` is the dataset (:func:`batchlab.train.to_tensors`)."""
+    alpha and split): see the module's docstring. ``tensors`` is the dataset (:func:`batchlab.training.to_tensors`)."""
     chosen = pairs(runs, dataset, arch, small_batch, large_batch)
     if chosen.empty:
         log.warning("%s %s: no seed has a non-diverged run at the best learning rate of both batch sizes %d "

@@ -7,7 +7,7 @@ import torch
 
 from batchlab import data, interpolation, store
 from batchlab.logs import setup_logging
-from batchlab.train import pick_device, to_tensors
+from batchlab.training import pick_device, to_tensors
 
 setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -1,4 +1,4 @@
-# Train the runs of one pack (see batchlab.train.train_pack). Stopped by SIGTERM or SIGINT, the job saves
+# Train the runs of one pack (see batchlab.packs.train_pack). Stopped by SIGTERM or SIGINT, the job saves
 # its runs' checkpoints and exits with 128 + the signal's number; run again, it resumes from them.
 import logging
 import sys
@@ -6,7 +6,7 @@ import sys
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.logs import setup_logging
 from batchlab.store import write_receipt
-from batchlab.train import train_pack
+from batchlab.packs import train_pack
 
 setup_logging(snakemake.log[0])
 try:
@@ -21,7 +21,7 @@ try:
         checkpoints=Checkpointer.from_config(snakemake.params.checkpoint_dir, snakemake.params.checkpoint),
     )
 except TrainingInterrupted as stop:
-    logging.getLogger("batchlab.train").warning(
+    logging.getLogger("batchlab.packs").warning(
         "%s; checkpoints are in %s, and the next run of this job resumes from them",
         stop, snakemake.params.checkpoint_dir,
     )
