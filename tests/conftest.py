@@ -4,47 +4,23 @@ whole suite stays fast on one CPU, and nothing that touches the network."""
 from __future__ import annotations
 
 import copy
-import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
-from batchlab import config, data, grid, training
+from batchlab import data, sequential, store, tables, training
 
-ROOT = Path(__file__).resolve().parents[1]
+from studies import SMALL_STUDY, TINY, tiny_specs
 
 # One thread, like the pipeline's training jobs: these tiny models are faster on one, and the suite then
 # neither competes with itself nor with other jobs for the cores.
 torch.set_num_threads(1)
 
-# A valid study small enough to validate, expand and train in well under a second per run.
-TINY = {
-    "study": "tiny",
-    "datasets": ["mnist1d"],
-    "dataset_options": {"mnist1d": {"num_samples": 300, "seed": 42}},
-    "architectures": ["mlp"],
-    "batch_sizes": [8, 32],
-    "learning_rates": [0.05],
-    "budget": {"steps": 12},
-    "seeds": [0],
-    "evaluation": {"points": 3},
-    "targets": [0.15, 0.5],
-}
-
-
 @pytest.fixture
 def tiny_raw() -> dict:
     """A fresh, unvalidated copy of the tiny study (tests mutate it)."""
     return copy.deepcopy(TINY)
-
-
-def tiny_specs(**changes) -> list[dict]:
-    """The resolved specs of the tiny study with top-level ``changes`` applied."""
-    raw = copy.deepcopy(TINY)
-    raw.update(changes)
-    return grid.expand(config.validate(raw))
 
 
 @pytest.fixture(scope="session")
@@ -73,15 +49,19 @@ def restore_torch_state():
     torch.set_flush_denormal(False)  # torch's default (it has no getter); train_pack flushes subnormals
 
 
-@contextmanager
-def tmpfs(path: Path, options: str):
-    """A small file system mounted at ``path`` (``options``: ``size=256k`` for a disk that fills up, ``ro`` for
-    a read-only one) for the body of the ``with``; the test is skipped where mounting is not allowed."""
-    path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a file system here (root needed): {result.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=True)
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory, mnist1d_tensors) -> tuple[Path, list[dict], list[Path]]:
+    """The 24 complete runs of ``studies.SMALL_STUDY`` in a run store, trained once per session: (the store,
+    the specs, their summaries' paths)."""
+    root = tmp_path_factory.mktemp("runs")
+    specs = tiny_specs(**SMALL_STUDY)
+    for spec in specs:
+        history, summary = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"))
+        store.write_run(root, spec, history, summary)
+    return root, specs, [store.summary_path(root, s["run_id"]) for s in specs]
+
+
+@pytest.fixture(scope="session")
+def small_tables(small_study) -> tuple:
+    """The small study aggregated: (history, runs)."""
+    return tables.aggregate(small_study[2], {"logreg": [0.12, 0.2], "mlp": [0.12, 0.2]})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from batchlab import batch_schedule, grid, models, packs, sequential, training
-from conftest import tiny_specs
+from studies import tiny_specs
 
 CPU = torch.device("cpu")
 DROP = {"kind": "drop", "small_batch": 4, "steps": 3, "max_drops": 2, "patience": 5, "min_delta": 0.01, "ema": 0.5}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from batchlab import batched, data, models, packs, sequential, stacked, stacked_optim, training
-from conftest import tiny_specs
+from studies import tiny_specs
 
 CPU = torch.device("cpu")
 HISTORY_COLUMNS = ["step", "epoch", "examples", "current_batch_size", "current_lr", "train_loss", "train_acc", "test_loss", "test_acc",

@@ -18,7 +18,7 @@ import torch
 
 from batchlab import batched, config, packs, sequential, store
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
-from conftest import ROOT, TINY, tiny_specs
+from studies import ROOT, TINY, tiny_specs
 
 CPU = torch.device("cpu")
 TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb", "checksums"}
@@ -286,7 +286,7 @@ def test_a_job_killed_with_sigkill_resumes_from_its_last_checkpoint(engine, unin
     with capsys.disabled():
         print(f"\n  [{engine}] killed with SIGKILL, resumed from step "
               + ", ".join(f"{step} of {run_id}" for run_id, step in saved.items())
-              + f"; the finished runs equal the uninterrupted job's bitwise")
+              + "; the finished runs equal the uninterrupted job's bitwise")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import yaml
 from batchlab import config, data, models
 from batchlab.config import ConfigError
 
-from conftest import ROOT, TINY
+from studies import ROOT, TINY
 
 
 def invalid(raw: dict) -> str:

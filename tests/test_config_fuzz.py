@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from batchlab import config, data, grid, models
 from batchlab.config import ConfigError
-from conftest import TINY
+from studies import TINY
 
 VALID = config.validate(copy.deepcopy(TINY))  # every key present, defaults filled in
 

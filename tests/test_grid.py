@@ -11,7 +11,7 @@ import pytest
 
 from batchlab import config, grid
 
-from conftest import TINY, tiny_specs
+from studies import TINY, tiny_specs
 
 
 def expand(**changes) -> list[dict]:
@@ -387,7 +387,7 @@ MAIN_GRID = {
 def test_variants_leave_the_main_grids_run_ids_and_pack_names_as_they_were(path):
     import hashlib
 
-    from conftest import ROOT
+    from studies import ROOT
 
     c = config.load(ROOT / path)
     assert c["variants"], "the shipped configs have variants"

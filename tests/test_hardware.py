@@ -12,7 +12,7 @@ import torch
 
 from batchlab import analysis, data, grid, hardware, models, numbers, plots
 
-from conftest import TINY, tiny_specs
+from studies import TINY, tiny_specs
 
 SGD = {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
 

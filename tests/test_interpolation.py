@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from batchlab import interpolation, packs, sequential, store, tables
-from conftest import tiny_specs
+from studies import tiny_specs
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,7 @@ from torch import nn
 from batchlab import config, grid, models, sequential, training
 from batchlab.config import ConfigError
 
-from conftest import TINY
+from studies import TINY
 
 SHAPES = {None: [(1, 40), (1, 8, 8), (3, 12, 12)], 2: [(1, 40), (3, 17)], 3: [(1, 8, 8), (1, 28, 28), (3, 32, 32)]}
 CASES = [(name, shape) for name, arch in models.ARCHITECTURES.items() for shape in SHAPES[arch.input_ndim]]

@@ -15,33 +15,22 @@ import torch
 from batchlab import analysis, models, numbers, paper, sequential, store, tables
 from batchlab.paper import PaperError
 
-from conftest import tiny_specs
+from studies import SMALL_STUDY, tiny_specs, with_variants
 
-CHANGES = dict(
-    architectures=["logreg", "mlp"], batch_sizes=[8, 32, 128], seeds=[0, 1], budget={"steps": 15},
-    learning_rates={"base": [0.002, 0.02], "scaling": "linear"}, optimizer={"momentum": 0.9},
-    schedule={"kind": "cosine"}, targets=[0.12, 0.2], evaluation={"points": 3},
-)
 VERDICT = re.compile(r"holds( for all \d+ architectures| for both architectures| for \d+ of \d+ architectures \(not for .+\))?"
                      r"|does not hold( for any of the \d+ architectures| for either architecture)?"
                      r"|cannot be tested on this study.*")
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory, mnist1d_tensors):
+@pytest.fixture(scope="session")
+def study(small_study):
     """24 complete runs (2 architectures x 3 batch sizes x 2 lrs x 2 seeds) in a run store."""
-    root = tmp_path_factory.mktemp("runs")
-    specs = tiny_specs(**CHANGES)
-    for spec in specs:
-        history, summary = sequential.train_run(spec, mnist1d_tensors, torch.device("cpu"))
-        store.write_run(root, spec, history, summary)
-    paths = [store.summary_path(root, s["run_id"]) for s in specs]
-    return root, specs, paths
+    return small_study
 
 
-@pytest.fixture(scope="module")
-def aggregated(study):
-    return tables.aggregate(study[2], {"logreg": [0.12, 0.2], "mlp": [0.12, 0.2]})
+@pytest.fixture(scope="session")
+def aggregated(small_tables):
+    return small_tables
 
 
 # -- tables ----------------------------------------------------------------------------------------------
@@ -435,7 +424,7 @@ def test_interpolation_numbers_and_the_steeper_side_of_claim_eight(aggregated):
 
 
 def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_one(study, aggregated, mnist1d_tensors, tmp_path):
-    specs = tiny_specs(**dict(CHANGES, budget={"epochs": 1}, variants={
+    specs = tiny_specs(**dict(SMALL_STUDY, budget={"epochs": 1}, variants={
         "grow": {"batch_sizes": [8], "seeds": [0], "learning_rates": [0.05], "architectures": ["mlp"],
                  "batch_schedule": {"kind": "step", "milestones": [0.5], "factor": 4}}}))
     grown = [s for s in specs if s.get("variant") == "grow"]
@@ -452,39 +441,11 @@ def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_o
     assert len(main_runs) == 24 and set(main_history["run_id"]) == {s["run_id"] for s in study[1]}
 
 
-def _with_variants(runs: pd.DataFrame, growth_acc: float, steps_gap_shrinks: bool) -> pd.DataFrame:
-    """The tiny study's runs plus made-up variant rows of the mlp (no history needed): lr decay at 51%
-    (mean of 50% and 52%) in 100 updates, growth at ``growth_acc`` in 60, constant at 40% (at B=128: 30%),
-    drops at B=128 to 35% (1 and 2 drops); and a fixed-step
-    budget at batch sizes 8 and 128 whose accuracies make the gap between them 5 points smaller (or larger)
-    than at the main grid's fixed budget."""
-    mlp = runs[runs["arch"] == "mlp"]
-    best = analysis.best_per_batch(analysis.seed_mean(mlp)).set_index("batch_size")["final_test_acc"]
-    base, rows = mlp.iloc[0], []
-
-    def add(variant, seed, acc, steps=15, batch_size=8, budget_steps=math.nan, **columns):
-        rows.append(dict(base.to_dict(), variant=variant, run_id=f"{variant}-{batch_size}-{seed}", seed=seed,
-                         final_test_acc=acc, steps=steps, steps_done=steps, batch_size=batch_size, diverged=False,
-                         budget_steps=budget_steps, **columns))
-
-    for seed, acc in ((0, 0.50), (1, 0.52)):
-        add("decay", seed, acc, 100, schedule_kind="step")
-        add("grow", seed, growth_acc, 60, schedule_kind="constant", batch_schedule_kind="step", batch_schedule_factor=4.0)
-        add("const", seed, 0.40, 100, schedule_kind="constant")
-        add("const", seed, 0.30, 100, batch_size=128, schedule_kind="constant")  # the drops' setting
-        add("drop", seed, 0.35, 100, batch_size=128, schedule_kind="constant", batch_schedule_kind="drop",
-            batch_drops=seed + 1, batch_schedule_small_batch=32)
-        shift = -0.05 if steps_gap_shrinks else 0.05
-        add("fixed", seed, best[8], 40, budget_steps=40)
-        add("fixed", seed, best[128] - shift, 40, batch_size=128, budget_steps=40)
-    return pd.concat([runs, pd.DataFrame(rows)], ignore_index=True)
-
-
 @pytest.mark.parametrize("growth_acc, shrinks, five, seven", [
     (0.505, True, "holds", "holds"), (0.49, False, "does not hold", "does not hold")])
 def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth_acc, shrinks, five, seven):
     history, runs = aggregated
-    values = numbers.variant_numbers(_with_variants(runs, growth_acc, shrinks), history)
+    values = numbers.variant_numbers(with_variants(runs, growth_acc, shrinks), history)
     assert (values["ClaimFive"], values["ClaimSevenSteps"]) == (five, seven)
     assert (values["VarDecayAccMlp"], values["VarConstAccMlp"], values["VarDecayStepsMlp"], values["VarGrowthStepsMlp"]) == (
         "51.0", "40.0", "100", "60")
@@ -501,7 +462,7 @@ def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth
 
 def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macros):
     history, runs = aggregated
-    with_variants = numbers.compute(_with_variants(runs, 0.505, True), history, study="tiny_study")
-    own = {k for k in with_variants if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps"))}
-    assert {k: v for k, v in with_variants.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
+    computed = numbers.compute(with_variants(runs, 0.505, True), history, study="tiny_study")
+    own = {k for k in computed if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps"))}
+    assert {k: v for k, v in computed.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
     assert macros["ClaimFive"] == macros["ClaimSevenSteps"] == "cannot be tested on this study"

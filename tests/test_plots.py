@@ -7,25 +7,16 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
-from batchlab import analysis, plots, store, tables, train
+from batchlab import analysis, plots
 
-from conftest import tiny_specs
-from test_numbers import CHANGES, _with_variants
+from studies import with_variants
 
 
-@pytest.fixture(scope="module")
-def aggregated(tmp_path_factory, mnist1d_tensors):
-    """The tiny study of test_numbers.py (2 architectures x 3 batch sizes x 2 lrs x 2 seeds), trained into a
-    run store and aggregated: (history, runs)."""
-    root = tmp_path_factory.mktemp("runs")
-    paths = []
-    for spec in tiny_specs(**CHANGES):
-        history, summary = train.train_run(spec, mnist1d_tensors, torch.device("cpu"))
-        store.write_run(root, spec, history, summary)
-        paths.append(store.summary_path(root, spec["run_id"]))
-    return tables.aggregate(paths, {"logreg": [0.12, 0.2], "mlp": [0.12, 0.2]})
+@pytest.fixture(scope="session")
+def aggregated(small_tables):
+    """The small study (studies.SMALL_STUDY) aggregated: (history, runs)."""
+    return small_tables
 
 
 def visible_axes(fig):
@@ -79,7 +70,7 @@ def test_the_variants_figures_without_and_with_variant_runs(aggregated):
     history, runs = aggregated
     for fig in (plots.budgets(runs), plots.batch_schedules(runs, history)):  # a study without variants
         assert "no " in fig.axes[0].texts[0].get_text()
-    fig = plots.budgets(_with_variants(runs, 0.505, True))
+    fig = plots.budgets(with_variants(runs, 0.505, True))
     bars = [p.get_height() for p in fig.axes[0].patches]  # mlp: fixed epochs at 8, 128, then fixed steps
     best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"])).set_index("batch_size")["final_test_acc"]
     assert bars == pytest.approx([best[8], best[128], best[8], best[128] + 0.05])

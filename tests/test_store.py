@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from batchlab import store
-from conftest import tiny_specs, tmpfs
+from studies import tiny_specs, tmpfs
 
 SPEC, OTHER = tiny_specs()  # real specs: a run's id is the hash of its spec
 HISTORY = pd.DataFrame({"step": [0, 5, 10], "test_acc": [0.1, 0.4, 0.5], "train_loss": [2.3, 1.2, float("nan")]})

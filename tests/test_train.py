@@ -13,7 +13,7 @@ import torch
 from batchlab import grid, metrics, models, packs, sequential, store, training
 from batchlab.schedules import lr_factor
 
-from conftest import tiny_specs
+from studies import tiny_specs
 
 CPU = torch.device("cpu")
 TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb"}

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from batchlab import config as study_config, grid, packs, store, training
-from conftest import tmpfs
+from studies import tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"

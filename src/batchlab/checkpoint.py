@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from batchlab import grid, store
+from batchlab import ids, store
 
 log = logging.getLogger("batchlab.checkpoint")
 
@@ -167,7 +167,7 @@ class Checkpointer:
 def _problem(state, spec: dict) -> str | None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return f"it is not a batchlab checkpoint of format {FORMAT}"
-    if state.get("run_id") != spec["run_id"] or state.get("spec_hash") != grid.spec_hash(grid.without_id(spec)):
+    if state.get("run_id") != spec["run_id"] or state.get("spec_hash") != ids.spec_hash(ids.without_id(spec)):
         return f"it belongs to run {state.get('run_id')!r}, not to this spec"
     if not 0 < state.get("step", -1) < spec["steps"]:
         return f"its step {state.get('step')} is outside 1..{spec['steps'] - 1}"
@@ -181,7 +181,7 @@ def run_state(spec: dict, engine: str, step: int, model: dict, optimizer: dict, 
     return {
         "format": FORMAT,
         "run_id": spec["run_id"],
-        "spec_hash": grid.spec_hash(grid.without_id(spec)),
+        "spec_hash": ids.spec_hash(ids.without_id(spec)),
         "engine": engine,
         "step": step,
         "model": {k: v.detach().to("cpu", copy=True) for k, v in model.items()},
