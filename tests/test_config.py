@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from batchlab import config, data, models
+from batchlab import config, data, grid, models
 from batchlab.config import ConfigError
 
 from studies import ROOT, TINY
@@ -255,9 +255,29 @@ def test_known_model_option_is_valid():
     assert cfg["overrides"]["mlp"]["model_options"] == {"width": 16, "depth": 1}
 
 
-def test_overrides_for_an_architecture_not_in_the_study():
-    msg = invalid(with_(overrides={"cnn1d": {"budget": {"steps": 3}}}))
-    assert "'overrides.cnn1d'" in msg and "not one of the study's architectures (mlp)" in msg
+def test_overrides_for_an_architecture_not_in_the_study_are_dropped_with_a_warning():
+    warnings = []
+    cfg = config.validate(with_(overrides={"cnn1d": {"budget": {"steps": 3}}, "mlp": {"budget": {"steps": 5}}}),
+                          warn=warnings.append)
+    assert set(cfg["overrides"]) == {"mlp"} and {s["steps"] for s in grid.expand(cfg)} == {5}
+    assert len(warnings) == 1 and warnings[0].startswith("'overrides.cnn1d'")
+    assert "not one of the study's architectures (mlp)" in warnings[0] and "ignored" in warnings[0]
+
+
+def test_overrides_for_an_unregistered_architecture_are_an_error():
+    msg = invalid(with_(overrides={"mpl": {"budget": {"steps": 3}}}))
+    assert "'overrides.mpl'" in msg and "not one of the study's architectures (mlp)" in msg
+
+
+def test_variants_keep_only_the_studys_architectures_with_a_warning():
+    warnings = []
+    narrowed = {"architectures": ["mlp", "cnn1d"], "batch_sizes": [8]}
+    gone = {"architectures": ["cnn1d"], "batch_sizes": [8]}
+    cfg = config.validate(with_(variants={"narrowed": narrowed, "gone": gone}), warn=warnings.append)
+    assert cfg["variants"]["narrowed"]["architectures"] == ["mlp"] and "gone" not in cfg["variants"]
+    assert [w.split("'")[1] for w in warnings] == ["variants.narrowed.architectures", "variants.gone.architectures"]
+    assert "the variant trains mlp" in warnings[0] and "the variant 'gone' is left out" in warnings[1]
+    assert {s["variant"] for s in grid.expand(cfg) if s.get("variant")} == {"narrowed"}
 
 
 def test_unknown_dataset_option():
@@ -357,7 +377,7 @@ INVALID = {
     "betas": ({"optimizer": {"name": "adam", "betas": [0.9]}}, "optimizer.betas"),
     "image arch": ({"architectures": ["resnet_small"]}, "architectures"),
     "model option": ({"overrides": {"mlp": {"model_options": {"heads": 2}}}}, "model_options.heads"),
-    "override arch": ({"overrides": {"cnn": {}}}, "overrides.cnn"),
+    "override arch": ({"overrides": {"cnn_x": {}}}, "overrides.cnn_x"),
     "override key": ({"overrides": {"mlp": {"seeds": [1]}}}, "seeds"),
     "override type": ({"overrides": {"mlp": 3}}, "overrides.mlp"),
     "dataset option": ({"dataset_options": {"mnist1d": {"size": 3}}}, "dataset_options.mnist1d"),
@@ -497,7 +517,7 @@ def test_a_variant_gets_the_defaults_of_its_batch_schedule():
 
 @pytest.mark.parametrize("variant, key, words", [
     ({"batch_size": [8]}, "unknown key", "unknown key 'batch_size' (did you mean 'batch_sizes'?)"),
-    ({"architectures": ["cnn1d"]}, "'variants.v.architectures[0]'", "not one of the study's architectures (mlp)"),
+    ({"architectures": ["cnn1dx"]}, "'variants.v.architectures[0]'", "not one of the study's architectures (mlp)"),
     ({"batch_schedule": {"kind": "grow"}}, "'variants.v.batch_schedule.kind'", "allowed: one of step, drop"),
     ({"batch_schedule": {"kind": "step", "factor": 0.5}}, "'variants.v.batch_schedule.factor'", "> 1"),
     ({"batch_schedule": GROW}, "'variants.v.budget'", "needs a budget in epochs or examples"),

@@ -349,13 +349,35 @@ def check_data_available(config: dict, prepared_dir: str | Path) -> None:
             raise ConfigError(f"'datasets[{i}]': {error}{hint}") from None
 
 
-def _drop_unused_dataset_options(config: dict, warn: Callable[[str], None]) -> None:
-    """Options of a dataset the study does not use are dropped with a warning, not an error: a study run
-    with ``--config datasets=[digits]`` keeps the config file's options for the datasets it leaves out."""
-    for name in [n for n in config["dataset_options"] if n not in config["datasets"]]:
+def _drop_unused_settings(config: dict, warn: Callable[[str], None]) -> None:
+    """Settings for a registered dataset or architecture that the study does not train are dropped with a
+    one-line warning, not an error: a study narrowed on the command line (``--config datasets=[digits]
+    architectures=[mlp]``) keeps the config file's options, overrides and variants for what it leaves out.
+    A name that is not registered at all stays an error (a typo), reported by the checks after this."""
+    for name in [n for n in config["dataset_options"] if n not in config["datasets"] and n in data.DATASETS]:
         warn(f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets "
              f"({', '.join(config['datasets'])}); its options are ignored")
         del config["dataset_options"][name]
+    studied = config["architectures"]
+    for name in [n for n in config["overrides"] if n not in studied and n in models.ARCHITECTURES]:
+        warn(f"'{_key(['overrides', name])}': {name!r} is not one of the study's architectures "
+             f"({', '.join(studied)}); its overrides are ignored")
+        del config["overrides"][name]
+    for name, variant in list(config["variants"].items()):
+        archs = variant.get("architectures")
+        left_out = [a for a in archs or [] if a not in studied and a in models.ARCHITECTURES]
+        if not left_out:
+            continue
+        kept = [a for a in archs if a not in left_out]
+        where = _key(["variants", name, "architectures"])
+        if kept:
+            warn(f"'{where}': {', '.join(left_out)} not among the study's architectures ({', '.join(studied)}); "
+                 f"the variant trains {', '.join(kept)}")
+            variant["architectures"] = kept
+        else:
+            warn(f"'{where}': none of {', '.join(archs)} is among the study's architectures "
+                 f"({', '.join(studied)}); the variant {name!r} is left out")
+            del config["variants"][name]
 
 
 def validate(config: dict, schema_path: str | Path | None = None, warn: Callable[[str], None] | None = None) -> dict:
@@ -374,7 +396,7 @@ def validate(config: dict, schema_path: str | Path | None = None, warn: Callable
         error = errors[0]
         raise ConfigError(_describe(error, schema))
     fill_defaults(config, schema, schema)
-    _drop_unused_dataset_options(config, warn or logging.getLogger(__name__).warning)
+    _drop_unused_settings(config, warn or logging.getLogger(__name__).warning)
     _check_semantics(config)
     return config
 
