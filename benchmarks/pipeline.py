@@ -49,7 +49,8 @@ def study(n_lrs: int, n_seeds: int) -> dict:
         "learning_rates": [round(0.001 * 1.25**i, 8) for i in range(n_lrs)],
         "budget": {"steps": 100},
         "seeds": list(range(n_seeds)),
-        "evaluation": {"points": 10},
+        # no interpolation: its end runs would keep weights, which made-up runs lack, so they would train
+        "evaluation": {"points": 10, "interpolation": {"points": 0}},
         "targets": [0.3, 0.5],
     }
 
@@ -84,8 +85,9 @@ def fake_history(spec: dict, rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame({
         "step": steps, "epoch": steps * spec["batch_size"] / 800, "examples": steps * spec["batch_size"],
         "current_lr": spec["lr"], "train_loss": loss, "train_acc": acc + 0.02, "test_loss": loss + 0.1,
-        "test_acc": acc, "grad_norm_mean": 1.0, "grad_norm_std": 0.1, "grad_norm_q50": 1.0,
-        "grad_norm_max": 1.5, "dist_init": steps / 50.0, "wall_time": steps / 1000.0,
+        "test_acc": acc, "grad_norm_mean": 1.0, "grad_norm_std": 0.1, "grad_norm_q10": 0.8, "grad_norm_q50": 1.0,
+        "grad_norm_q90": 1.2, "grad_norm_max": 1.5, "dist_init": steps / 50.0,
+        "noise_grad_sq": 1.0, "noise_trace": 50.0, "b_simple": 50.0, "wall_time": steps / 1000.0,
     })
 
 
