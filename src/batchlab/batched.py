@@ -140,7 +140,9 @@ class BatchedPack:
         """The members to evaluate now: those training, at the scheduled steps (a resumed pack already has
         its step's evaluation), and those that just diverged."""
         due = self.step_no in self.evals and self.step_no != self.resumed_at
-        return sorted({i for i in range(self.k) if self.alive[i] and due} | set(self.just_diverged))
+        if not due:  # most steps: no list built on the hot path
+            return sorted(self.just_diverged)
+        return sorted({i for i in range(self.k) if self.alive[i]} | set(self.just_diverged))
 
     def done(self) -> bool:
         return self.step_no == self.total or not any(self.alive)
