@@ -305,20 +305,8 @@ def test_a_chunk_keeps_its_name_and_members_when_other_chunks_complete(many_spec
     assert again == keep
 
 
-def test_runtime_minutes_grows_with_steps():
-    def pack(steps, n=1):
-        return grid.Pack("p", tuple({"steps": steps} for _ in range(n)), steps)
-
-    assert grid.runtime_minutes(pack(100), 0.002) == 5 + 1
-    assert grid.runtime_minutes(pack(1_000_000), 0.002) == 5 + 67
-    assert grid.runtime_minutes(pack(1_000_000, 2), 0.002) == 5 + 134
-    values = [grid.runtime_minutes(pack(s), 0.01) for s in (1, 10, 1000, 10_000, 100_000, 1_000_000)]
-    assert values == sorted(values) and values[-1] > values[0]
-
-
-def test_retries_ask_for_more_time_and_memory():
+def test_retries_ask_for_more_memory():
     pack = grid.Pack("p", tuple({"steps": 1000} for _ in range(4)), 1000)
-    assert grid.runtime_minutes(pack, 0.01, attempt=2) == 2 * grid.runtime_minutes(pack, 0.01)
     assert grid.mem_mb(pack, 100.0, attempt=3) == 3 * grid.mem_mb(pack, 100.0)
     assert grid.mem_mb(pack, 100.0, configured=16000, attempt=2) == 32000
 

@@ -282,7 +282,7 @@ class TestFailureOnTheCluster:
         # the next run asks for the three unfinished runs only, and trains them
         config = tmp_path / "slow.yaml"
         dry = snakemake_on(cluster, tmp_path, "-n", "--until", "aggregate_runs", configfile=config)
-        packs = re.findall(r"pack \w+: (\d+) run\(s\) to train into \S+: (.*)\n", output_of(dry))
+        packs = re.findall(r"pack \w+: (\d+) run\(s\) to train into \S+ \([^)]*\): (.*)\n", output_of(dry))
         assert len(packs) == 1 and packs[0][0] == "3" and done[0].parent.name not in packs[0][1]
         rerun = snakemake_on(cluster, tmp_path, "--until", "aggregate_runs", configfile=config)
         assert rerun.returncode == 0, output_of(rerun)[-5000:]

@@ -257,13 +257,6 @@ def dataset_options(config: dict, name: str) -> dict:
     return data.resolve_options(name, config["dataset_options"].get(name))
 
 
-def runtime_minutes(pack: Pack, seconds_per_step: float, attempt: int = 1) -> int:
-    """A pack's runtime request: its optimizer steps at the configured cost, doubled, plus 5 minutes; times
-    the attempt, so a job killed for time is retried with more."""
-    steps = sum(spec["steps"] for spec in pack.members)
-    return (int(math.ceil(2 * steps * seconds_per_step / 60)) + 5) * attempt
-
-
 def mem_mb(pack: Pack, dataset_mb: float, configured: int | None = None, attempt: int = 1) -> int:
     """A pack's memory request, times the attempt: ``configured`` when set, else an estimate: 2 GB for the
     interpreter and torch, three copies of the dataset (the file, its tensors, an evaluation's

@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, grid, ids, store  # noqa: E402
+from batchlab import config as study_config, estimates, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -31,8 +31,9 @@ try:
         study_config.command_line_values(workflow.config_settings.config, SCHEMA),
     )
     STUDY = study_config.validate(config, SCHEMA, warn=logger.warning)
+    estimates.check_costs(STUDY["training"], STUDY["architectures"])
     study_config.check_data_available(STUDY, "results/data")
-except study_config.ConfigError as error:
+except (study_config.ConfigError, ValueError) as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
 RUNS = grid.expand(STUDY)
@@ -58,6 +59,11 @@ PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
 # batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
+# Packs train batched on a GPU: the estimates (runtime requests, the dry run's plan) count that.
+BATCHED = estimates.batched_on(TRAINING)
+# The study's estimated training time, before the plan (each pack's is in its job's message).
+if workflow.is_main_process:
+    logger.info(estimates.total(PACKS, TRAINING, BATCHED))
 
 
 # A read-only or full results folder fails before the first job, not in the middle of them. Not at parse
@@ -120,8 +126,8 @@ def train_resources(pack):
         mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
             pack, input.size_mb, TRAINING["mem_mb"], attempt
         ),
-        runtime=lambda wildcards, attempt: grid.runtime_minutes(
-            pack, TRAINING["seconds_per_step"], attempt
+        runtime=lambda wildcards, attempt: estimates.runtime_minutes(
+            pack.members, TRAINING, BATCHED, attempt
         ),
     )
     if TRAINING["gpu"] is not None:

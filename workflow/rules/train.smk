@@ -72,7 +72,10 @@ for pack in PACKS:
             checkpoint=TRAINING["checkpoint"],
             checkpoint_dir=CHECKPOINTS,
         message:
-            f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/: "
+            f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/ "
+            + f"({pack.steps} steps each, estimated "
+            + estimates.duration(estimates.pack_seconds(pack.members, TRAINING, BATCHED))
+            + "): "
             + ", ".join(spec["run_id"] for spec in pack.members)
         script:
             "../scripts/train_pack.py"
