@@ -263,6 +263,9 @@ def test_command_line_overrides_reach_the_planned_runs(tmp_path, overrides, chan
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     expected = grid.expand(study_config.validate(dict(yaml.safe_load(SMOKE.read_text()), **change), warn=[].append))
     assert planned_runs(result) == {s["run_id"] for s in expected}
+    # the study's estimated time comes before the plan, with the count of runs to train
+    assert re.search(rf"^training: \d+ packs, {len(expected)} runs, estimated [\d.]+ CPU-hours",
+                     result.stdout + result.stderr, re.MULTILINE)
     if "datasets" in change:  # the smoke study's options for mnist1d, a dataset it now leaves out: one warning
         output = result.stdout + result.stderr
         assert output.count("'dataset_options.mnist1d'") == 1 and "invalid config" not in output
