@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, grid, ids, store  # noqa: E402
+from batchlab import config as study_config, gpus, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -55,6 +55,17 @@ INCOMPLETE = {
 }
 TRAINING = STUDY["training"]
 PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
+# GPU slots on one machine (batchlab.gpus): Snakemake hands a local job no GPU, so each GPU job takes a free
+# slot itself, and a local run with GPUs lets at most GPUs x jobs_per_gpu of them run at once (unless
+# `--resources gpu=N` says otherwise). A cluster executor needs --jobs (Snakemake's own test for one).
+GPUS = gpus.plan(
+    TRAINING,
+    local=workflow.resource_settings.nodes is None,
+    limit_given="gpu" in workflow.global_resources,
+)
+if GPUS.limit is not None:
+    workflow.register_resource("gpu", GPUS.limit)
+os.environ[gpus.JOBS_PER_GPU_ENV] = str(TRAINING["jobs_per_gpu"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
 # batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
@@ -114,7 +125,8 @@ def source(path):
 
 def train_resources(pack):
     """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
-    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
+    GPUs: a slot on a local run with GPUs; under a cluster executor only when the config sets them, so that
+    the profile's default (profiles/slurm) applies otherwise.
     """
     resources = dict(
         mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
@@ -124,9 +136,7 @@ def train_resources(pack):
             pack, TRAINING["seconds_per_step"], attempt
         ),
     )
-    if TRAINING["gpu"] is not None:
-        resources["gpu"] = TRAINING["gpu"]
-    return resources
+    return {**resources, **GPUS.train_request}
 
 
 def forget_receipts(receipts, marker, log):
