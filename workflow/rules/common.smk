@@ -55,6 +55,10 @@ INCOMPLETE = {
 }
 TRAINING = STUDY["training"]
 PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
+# A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
+# per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
+# batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
+
 # GPU slots on one machine (batchlab.gpus): Snakemake hands a local job no GPU, so each GPU job takes a free
 # slot itself, and a local run with GPUs lets at most GPUs x jobs_per_gpu of them run at once (unless
 # `--resources gpu=N` says otherwise). A cluster executor needs --jobs (Snakemake's own test for one).
@@ -65,10 +69,8 @@ GPUS = gpus.plan(
 )
 if GPUS.limit is not None:
     workflow.register_resource("gpu", GPUS.limit)
+# jobs_per_gpu reaches the jobs through the environment, not params, so editing it reruns no job
 os.environ[gpus.JOBS_PER_GPU_ENV] = str(TRAINING["jobs_per_gpu"])
-# A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
-# per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
-# batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
 
 
 # A read-only or full results folder fails before the first job, not in the middle of them. Not at parse
