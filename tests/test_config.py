@@ -44,8 +44,9 @@ def test_shipped_configs_validate_with_defaults_filled(path):
     assert cfg["precision"] == "fp32"
     assert set(cfg["overrides"]) <= set(cfg["architectures"])
     assert cfg["data_dir"] == "data"
-    assert set(cfg["training"]) == {"pack_size", "engine", "device", "threads", "gpu", "mem_mb", "seconds_per_step",
-                                    "seconds_per_example", "checkpoint"}
+    assert set(cfg["training"]) == {"pack_size", "engine", "device", "threads", "gpu", "jobs_per_gpu", "mem_mb",
+                                    "seconds_per_step", "seconds_per_example", "checkpoint"}
+    assert cfg["training"]["jobs_per_gpu"] == 1
     assert cfg["training"]["checkpoint"] == {"enabled": True, "every_minutes": 10, "every_steps": None, "keep": False}
     assert cfg["training"]["engine"] == "auto" and cfg["training"]["gpu"] is None and cfg["training"]["mem_mb"] is None
     assert cfg["cluster"] == {"local_light_rules": True}

@@ -83,7 +83,7 @@ def test_the_total_names_packs_runs_and_hours_and_the_wall_time_on_parallel_slot
     packs = grid.packs(specs, {s["run_id"] for s in specs}, 16)
     line = estimates.total(packs, {**TRAINING, "seconds_per_step": 0.5}, batched=False)
     assert line.startswith("training: 2 packs, 4 runs, estimated 2.0 CPU-hours")
-    assert "about 30m on 4 parallel jobs" in estimates.total(packs, {**TRAINING, "seconds_per_step": 0.5}, False, 4)
+    assert "about 30m on 4 GPUs" in estimates.total(packs, {**TRAINING, "seconds_per_step": 0.5}, False, 4)
     assert "GPU-hours" in estimates.total(packs, TRAINING, batched=True)
     assert estimates.total([], TRAINING, batched=False) == "training: nothing to train"
 

@@ -95,13 +95,13 @@ def duration(seconds: float) -> str:
 
 def total(packs: Iterable, training: Mapping, batched: bool, slots: int = 1) -> str:
     """The line a run prints before it starts: the packs and runs to train, their estimated time in all and,
-    on ``slots`` parallel jobs (GPUs times jobs per GPU), the wall time if every slot were kept busy."""
+    on ``slots`` devices working at once (the GPUs of this machine), the wall time if each were kept busy."""
     packs = list(packs)
     if not packs:
         return "training: nothing to train"
     seconds = sum(pack_seconds(p.members, training, batched) for p in packs)
     runs = sum(len(p.members) for p in packs)
-    wall = f", about {duration(seconds / slots)} on {slots} parallel jobs" if slots > 1 else ""
+    wall = f", about {duration(seconds / slots)} on {slots} GPUs" if slots > 1 else ""
     return (f"training: {len(packs)} packs, {runs} runs, estimated {seconds / 3600:.1f} "
             f"{'GPU' if batched else 'CPU'}-hours{wall} (from training.seconds_per_step and seconds_per_example; "
             "each pack's estimate is in its job's message)")

@@ -10,6 +10,7 @@ are seen and shapes never change. Same spec, same machine: same numbers (bitwise
 from __future__ import annotations
 
 import math
+import os
 import platform
 import resource
 from contextlib import contextmanager, nullcontext
@@ -146,10 +147,12 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | Sta
 
 
 def environment(device: torch.device) -> dict:
-    """The evidence a result needs: versions and hardware."""
+    """The evidence a result needs: versions and hardware, and the GPUs the job was given (its
+    CUDA_VISIBLE_DEVICES: a GPU slot's device on one machine, the scheduler's under SLURM; None when unset)."""
     return {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, estimates, grid, ids, store  # noqa: E402
+from batchlab import config as study_config, estimates, gpus, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -59,11 +59,24 @@ PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
 # per run, which keeps planning a study of 10,000 runs within seconds. Runs live in the run store, which
 # batchlab keeps (atomic, never overwritten); a job removes stale receipts (train.smk).
-# Packs train batched on a GPU: the estimates (runtime requests, the dry run's plan) count that.
-BATCHED = estimates.batched_on(TRAINING)
-# The study's estimated training time, before the plan (each pack's is in its job's message).
+# GPU slots on one machine (batchlab.gpus): Snakemake hands a local job no GPU, so each GPU job takes a free
+# slot itself, and a local run with GPUs lets at most GPUs x jobs_per_gpu of them run at once (unless
+# `--resources gpu=N` says otherwise). A cluster executor needs --jobs (Snakemake's own test for one).
+GPUS = gpus.plan(
+    TRAINING,
+    local=workflow.resource_settings.nodes is None,
+    limit_given="gpu" in workflow.global_resources,
+)
+if GPUS.limit is not None:
+    workflow.register_resource("gpu", GPUS.limit)
+# jobs_per_gpu reaches the jobs through the environment, not params, so editing it reruns no job
+os.environ[gpus.JOBS_PER_GPU_ENV] = str(TRAINING["jobs_per_gpu"])
+
+# Packs train batched on a GPU: the estimates (runtime requests, each pack's message) count that. The
+# study's estimated training time is printed before the plan, with the wall time on the local GPUs.
+BATCHED = estimates.batched_on(TRAINING, len(GPUS.devices))
 if workflow.is_main_process:
-    logger.info(estimates.total(PACKS, TRAINING, BATCHED))
+    logger.info(estimates.total(PACKS, TRAINING, BATCHED, max(len(GPUS.devices), 1)))
 
 
 # A read-only or full results folder fails before the first job, not in the middle of them. Not at parse
@@ -120,7 +133,8 @@ def source(path):
 
 def train_resources(pack):
     """What a pack's job asks the scheduler for: memory and runtime from the pack (grown with each retry);
-    GPUs only when the config sets them, so a cluster profile's default (profiles/slurm) applies otherwise.
+    GPUs: a slot on a local run with GPUs; under a cluster executor only when the config sets them, so that
+    the profile's default (profiles/slurm) applies otherwise.
     """
     resources = dict(
         mem_mb=lambda wildcards, input, attempt: grid.mem_mb(
@@ -130,9 +144,7 @@ def train_resources(pack):
             pack.members, TRAINING, BATCHED, attempt
         ),
     )
-    if TRAINING["gpu"] is not None:
-        resources["gpu"] = TRAINING["gpu"]
-    return resources
+    return {**resources, **GPUS.train_request}
 
 
 def forget_receipts(receipts, marker, log):

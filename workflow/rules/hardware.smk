@@ -11,12 +11,12 @@ HARDWARE_PAIRS = (
 )
 
 
-# Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs only
-# when the config sets them (a cluster profile's default applies otherwise).
+# Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs as a
+# training job's (train_resources).
 HARDWARE_RESOURCES = dict(
     mem_mb=lambda wildcards, input, attempt: int(2000 + 3 * input.size_mb) * attempt,
     runtime=lambda wildcards, attempt: 15 * attempt,
-    **({} if TRAINING["gpu"] is None else {"gpu": TRAINING["gpu"]}),
+    **GPUS.train_request,
 )
 
 

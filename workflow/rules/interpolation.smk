@@ -19,8 +19,10 @@ rule interpolate_solutions:
     conda:
         "../../envs/train.yaml"
     threads: 1
-    # submitted like training on a cluster, where it takes the profile's GPU (and uses it when it has one)
+    # submitted like training on a cluster, where it takes the profile's GPU (and uses it when it has one);
+    # a GPU slot on a local run with GPUs
     resources:
+        **GPUS.slot_request,
         mem_mb=4000,
         runtime=60,
     params:

@@ -2,14 +2,19 @@
 # batchlab.interpolation).
 import logging
 
+from batchlab import gpus
+from batchlab.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+# a free GPU slot on a local run with GPUs, before torch starts CUDA (batchlab.gpus)
+gpus.take_slot(snakemake.params.device)
+
 import pandas as pd
 import torch
 
 from batchlab import data, interpolation, store
-from batchlab.logs import setup_logging
 from batchlab.training import pick_device, to_tensors
 
-setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 small_batch, large_batch = snakemake.params.ends
 device = pick_device(snakemake.params.device)

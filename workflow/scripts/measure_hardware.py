@@ -2,10 +2,15 @@
 # batchlab.hardware).
 from pathlib import Path
 
-from batchlab import hardware
+from batchlab import gpus
 from batchlab.logs import setup_logging
 
 setup_logging(snakemake.log[0])
+# a free GPU slot on a local run with GPUs, before torch starts CUDA (batchlab.gpus)
+gpus.take_slot(snakemake.params.device)
+
+from batchlab import hardware
+
 table = hardware.measure(
     snakemake.input.dataset,
     snakemake.wildcards.dataset,

@@ -3,12 +3,17 @@
 import logging
 import sys
 
-from batchlab.checkpoint import Checkpointer, TrainingInterrupted
+from batchlab import gpus
 from batchlab.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+# a free GPU slot on a local run with GPUs, before torch starts CUDA (batchlab.gpus)
+gpus.take_slot(snakemake.params.device)
+
+from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from batchlab.store import write_receipt
 from batchlab.packs import train_pack
 
-setup_logging(snakemake.log[0])
 try:
     train_pack(
         snakemake.params.specs,
