@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, grid, ids, store  # noqa: E402
+from batchlab import config as study_config, fetch, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -31,7 +31,9 @@ try:
         study_config.command_line_values(workflow.config_settings.config, SCHEMA),
     )
     STUDY = study_config.validate(config, SCHEMA, warn=logger.warning)
-    study_config.check_data_available(STUDY, "results/data")
+    # `snakemake download_data` alone fetches the data this check would find missing
+    if not fetch.requests_only_download(sys.argv):
+        study_config.check_data_available(STUDY, "results/data")
 except study_config.ConfigError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
