@@ -31,7 +31,8 @@ from studies import ROOT
 
 class Handler(BaseHTTPRequestHandler):
     """GET with ``Range: bytes=<start>-`` (206, or 416 past the end); the server's ``files`` map URL paths to
-    bytes, ``cut`` cuts the body of a path after so many bytes (once), ``ranges`` false ignores Range."""
+    bytes, ``cut`` cuts the body of a path after so many bytes (once), then closes the connection or, for a
+    path in ``stall``, keeps it open until that event is set; ``ranges`` false ignores Range."""
 
     def do_GET(self):
         server = self.server
@@ -55,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cut = server.cut.pop(self.path, None)
         self.wfile.write(body[start:start + cut] if cut is not None else body[start:])
+        if cut is not None and self.path in server.stall:  # keep the connection open, silent
+            server.stall.pop(self.path).wait(timeout=10)
 
     def log_message(self, *args):
         pass
@@ -63,7 +66,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.cut, httpd.requests, httpd.ranges = {}, {}, [], True
+    httpd.files, httpd.cut, httpd.stall, httpd.requests, httpd.ranges = {}, {}, {}, [], True
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -204,6 +207,20 @@ def test_a_transfer_cut_short_is_resumed_with_a_range_request(server, tmp_path):
     fetch.fetch("mnist", tmp_path, mirrors=[mirror], checksums=sums)
     asked = [rng for path, rng in server.requests if path == "/mnist/train-images-idx3-ubyte.gz"]
     assert asked == [None, "bytes=5000-"]
+    assert (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == blobs["train-images-idx3-ubyte.gz"]
+
+
+def test_a_stalled_transfer_times_out_and_is_resumed(server, tmp_path):
+    blobs, sums = tiny_mnist()
+    mirror = serve(server, "mnist", blobs)
+    path = "/mnist/train-images-idx3-ubyte.gz"
+    server.cut[path], server.stall[path] = 3000, threading.Event()
+    release = server.stall[path]
+    try:
+        fetch.fetch("mnist", tmp_path, mirrors=[mirror], checksums=sums, timeout=0.2)
+    finally:
+        release.set()
+    assert [rng for p, rng in server.requests if p == path] == [None, "bytes=3000-"]
     assert (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == blobs["train-images-idx3-ubyte.gz"]
 
 

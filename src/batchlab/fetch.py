@@ -173,9 +173,12 @@ def _transfer(url: str, part: Path, timeout: float) -> None:
         length = response.headers.get("Content-Length")
         total = have + int(length) if length else None
         progress = _Progress(url.rsplit("/", 1)[-1], have, total)
-        with files.writing(part, "a download"), open(part, "ab" if have else "wb") as f:
-            while chunk := response.read(CHUNK):
-                f.write(chunk)
+        with files.writing(part, "a download"):
+            f = open(part, "ab" if have else "wb")
+        with f:
+            while chunk := response.read1(CHUNK):  # what has come (a stall keeps it); errors: the mirror's
+                with files.writing(part, "a download"):
+                    f.write(chunk)
                 progress.add(len(chunk))
     if total is not None and progress.done < total:
         raise ConnectionError(f"connection closed after {progress.done} of {total} bytes")
@@ -302,7 +305,8 @@ def fetch(dataset: str, data_dir: str | Path, mirrors: list[str] | None = None, 
     for remote in REMOTES[dataset]:
         missing = [rel for rel in remote.provides if not _present(data_dir, rel, checksums, verify)]
         if not missing:
-            log.info("%s: %s already present%s; nothing to download", dataset, remote.name.removesuffix(".gz"),
+            log.info("%s: %s already present%s; nothing to download", dataset,
+                     remote.unpack or remote.name.removesuffix(".gz"),
                      " and verified" if verify else " (not verified: verify_data_files is false)")
             continue
         target = data_dir / remote.target
