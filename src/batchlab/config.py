@@ -195,7 +195,8 @@ def check_data_available(config: dict, prepared_dir: str | Path) -> None:
         try:
             data.check_user_files(name, config["data_dir"], config["verify_data_files"])
         except data.DatasetError as error:
-            hint = "; or choose a generated dataset (mnist1d, digits, blobs)" if "expected file" in str(error) else ""
+            hint = "; `snakemake --cores 1 download_data` fetches the publisher's files" + (
+                ", or choose a generated dataset (mnist1d, digits, blobs)" if "expected file" in str(error) else "")
             raise ConfigError(f"'datasets[{i}]': {error}{hint}") from None
 
 

@@ -15,7 +15,7 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, estimates, gpus, grid, ids, store  # noqa: E402
+from batchlab import config as study_config, estimates, fetch, gpus, grid, ids, store  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 
@@ -32,7 +32,17 @@ try:
     )
     STUDY = study_config.validate(config, SCHEMA, warn=logger.warning)
     estimates.check_costs(STUDY["training"], STUDY["architectures"])
-    study_config.check_data_available(STUDY, "results/data")
+    try:
+        study_config.check_data_available(STUDY, "results/data")
+    except study_config.ConfigError as missing:
+        # `snakemake download_data` alone fetches the data this check finds missing; a dry run plans the
+        # study without them (it trains nothing), saying so
+        if fetch.requests_only_download(sys.argv):
+            pass
+        elif fetch.is_dry_run(sys.argv):
+            logger.warning(f"{missing} (this dry run plans the study without it)")
+        else:
+            raise
 except (study_config.ConfigError, ValueError) as error:
     raise WorkflowError(f"invalid config: {error}") from None
 

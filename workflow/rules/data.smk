@@ -14,3 +14,21 @@ rule prepare_dataset:
         verify=STUDY["verify_data_files"],
     script:
         "../scripts/prepare_dataset.py"
+
+
+# The datasets read from the user's files, fetched from their publishers' mirrors (download.mirrors) into
+# data_dir, resumed, verified and only then renamed into place. Never implicit: no rule depends on it; run
+# `snakemake --cores 1 download_data`. Local: compute nodes often cannot reach the network.
+rule download_data:
+    log:
+        "logs/download_data.log",
+    localrule: True
+    conda:
+        "../../envs/train.yaml"
+    params:
+        datasets=[name for name in STUDY["datasets"] if name in fetch.REMOTES],
+        mirrors=STUDY["download"]["mirrors"],
+        data_dir=STUDY["data_dir"],
+        verify=STUDY["verify_data_files"],
+    script:
+        "../scripts/download_data.py"
