@@ -257,6 +257,8 @@ def planned_runs(result: subprocess.CompletedProcess) -> set[str]:
     (["learning_rates=[0.1,0.2]"], {"learning_rates": [0.1, 0.2]}),
     (["budget={epochs: 4}"], {"budget": {"epochs": 4}}),
     (["datasets=[digits]", "architectures=[mlp]"], {"datasets": ["digits"], "architectures": ["mlp"]}),
+    (["datasets=[digits]", "architectures=[mlp]", "augmentation={digits: {crop_padding: 2, flip: true}}"],
+     {"datasets": ["digits"], "architectures": ["mlp"], "augmentation": {"digits": {"crop_padding": 2, "flip": True}}}),
 ])
 def test_command_line_overrides_reach_the_planned_runs(tmp_path, overrides, change):
     result = snakemake(tmp_path, "-n", "--config", *overrides, configfile=SMOKE)
@@ -286,6 +288,7 @@ def test_a_wrong_type_on_the_command_line_names_the_key(tmp_path):
         ({"batch_size": [8]}, ["batch_size", "batch_sizes"]),
         ({"batch_sizes": [8, 100000]}, ["batch_sizes[1]", "100000"]),
         ({"datasets": ["mnist"], "dataset_options": {}, "architectures": ["mlp"]}, ["datasets[0]", "train-images-idx3-ubyte"]),
+        ({"augmentation": {"mnist1d": {"flip": True}}}, ["'augmentation.mnist1d'", "(1, 40)", "image datasets"]),
     ],
 )
 def test_invalid_config_stops_before_any_job(tmp_path, change, words):

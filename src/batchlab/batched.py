@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from batchlab import checkpoint, data, metrics, models, stacked_optim
+from batchlab import augment, checkpoint, data, metrics, models, stacked_optim
 from batchlab.checkpoint import Checkpointer
 from batchlab.schedules import lr_factor
 from batchlab.stacked import StackedModel, member_norms
@@ -71,6 +71,7 @@ class BatchedPack:
         self.batches = torch.stack(
             [batch_indices(len(self.x_train), self.batch_size, self.total, s["seed"] + 1_000_003) for s in specs], 1
         ).to(device)  # (steps, K, B)
+        self.augment = augment.for_specs(specs, device)  # each member's own draws; None: no augmentation
         # (steps, K), float64: cast to each parameter's dtype
         self.lrs = stacked_optim.lr_table(specs, lr_factor).to(device)
         self.w0 = [p.detach().clone() for p, _ in self.params]
@@ -205,7 +206,10 @@ class BatchedPack:
         t0 = time.perf_counter()
         idx = self.batches[self.step_no]  # (K, B)
         self.optimizer.lr = self.lrs[self.step_no]  # (K,)
-        losses, norms = training_step(self.model, self.optimizer, self.x_train[idx], self.y_train[idx], self.scaler,
+        x = self.x_train[idx]  # (K, B, ...)
+        if self.augment is not None:  # K members' draws, applied to the K * B images at once
+            x = self.augment(x.flatten(0, 1), self.step_no).view(x.shape)
+        losses, norms = training_step(self.model, self.optimizer, x, self.y_train[idx], self.scaler,
                                       autocast, member_losses, self.grad_norm)
         self.norms.append(norms)
         self.step_no += 1

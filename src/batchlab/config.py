@@ -149,6 +149,29 @@ def _check_inputs(config: dict, options: dict[str, dict]) -> None:
                 )
 
 
+def _check_augmentation(config: dict, options: dict[str, dict]) -> None:
+    """Augmentation of the study's image datasets (inputs (C, H, W)) only, a crop padding below the image
+    size, and at least one of crop and flip switched on. Entries for registered datasets the study leaves
+    out were dropped before (see :func:`_drop_unused_settings`)."""
+    for name, settings in config["augmentation"].items():
+        where = _key(["augmentation", name])
+        if name not in config["datasets"]:
+            raise ConfigError(f"'{where}': unknown dataset {name!r}; allowed: the study's datasets "
+                              f"({', '.join(config['datasets'])})")
+        shape = data.DATASETS[name].input_shape(options[name])
+        if len(shape) != 3:
+            images = [d for d, ds in data.DATASETS.items() if len(ds.input_shape(ds.defaults)) == 3]
+            raise ConfigError(f"'{where}': dataset {name!r} has inputs of shape {shape}, not images (C, H, W); "
+                              f"allowed: image datasets ({', '.join(images)})")
+        size, padding = min(shape[1:]), settings["crop_padding"]
+        if padding >= size:
+            raise ConfigError(f"'{where}.crop_padding': value {padding} is not below the image size {size} of "
+                              f"{name!r}; allowed: 0 to {size - 1}")
+        if not padding and not settings["flip"]:
+            raise ConfigError(f"'{where}': {settings!r} augments nothing; allowed: crop_padding > 0, flip: true "
+                              "or both (leave the dataset out for no augmentation)")
+
+
 def _check_interpolation(config: dict) -> None:
     interp = config["evaluation"]["interpolation"]
     if interp["points"] and interp["alpha_min"] >= interp["alpha_max"]:
@@ -172,6 +195,7 @@ def _check_semantics(config: dict) -> None:
         except data.DatasetError as e:
             raise ConfigError(f"'{str(e).split(':', 1)[0]}':{str(e).split(':', 1)[1]}") from None
     _check_inputs(config, options)
+    _check_augmentation(config, options)
     n_train = {d: data.DATASETS[d].train_size(options[d]) for d in config["datasets"]}
     for arch in config["architectures"]:
         where = _key(["overrides", arch]) if arch in config["overrides"] else ""
@@ -209,6 +233,10 @@ def _drop_unused_settings(config: dict, warn: Callable[[str], None]) -> None:
         warn(f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets "
              f"({', '.join(config['datasets'])}); its options are ignored")
         del config["dataset_options"][name]
+    for name in [n for n in config["augmentation"] if n not in config["datasets"] and n in data.DATASETS]:
+        warn(f"'{_key(['augmentation', name])}': {name!r} is not one of the study's datasets "
+             f"({', '.join(config['datasets'])}); its augmentation is ignored")
+        del config["augmentation"][name]
     studied = config["architectures"]
     for name in [n for n in config["overrides"] if n not in studied and n in models.ARCHITECTURES]:
         warn(f"'{_key(['overrides', name])}': {name!r} is not one of the study's architectures "

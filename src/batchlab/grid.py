@@ -105,6 +105,7 @@ def _arch_specs(config: dict, dataset: str, options: dict, n_train: int, arch: s
     warmup = s["warmup"]
     schedule = batch_schedule.settings(schedule) if schedule else None
     ends = interpolation_ends(config, arch) if variant is None else None  # the main grid's interpolation
+    augmentation = augmentation_settings(config, dataset)
     for batch_size in s["batch_sizes"]:
         steps = resolve_steps(s["budget"], batch_size, n_train)
         if schedule:
@@ -139,11 +140,21 @@ def _arch_specs(config: dict, dataset: str, options: dict, n_train: int, arch: s
                     spec.update(variant=variant, noise_scale={"pairs": 0}, sharpness={"epsilons": []})
                 if schedule:
                     spec["batch_schedule"] = schedule
+                if augmentation:  # only when on: the ids of runs without augmentation stay as they were
+                    spec["augmentation"] = dict(augmentation)
                 if ends and batch_size in ends:  # not hashed: the run keeps its id
                     spec["keep_weights"] = True
                 spec["run_id"] = run_id(spec)
                 specs.append(spec)
     return specs
+
+
+def augmentation_settings(config: dict, dataset: str) -> dict | None:
+    """A dataset's training augmentation as it goes into its runs' specs (batchlab.augment), or None."""
+    settings = config["augmentation"].get(dataset)
+    if not settings:
+        return None
+    return {"crop_padding": int(settings["crop_padding"]), "flip": bool(settings["flip"])}
 
 
 def noise_scale_batches(settings: dict, batch_size: int) -> dict:
@@ -267,12 +278,16 @@ def mem_mb(pack: Pack, dataset_mb: float, configured: int | None = None, attempt
 
 def hardware_settings(specs: Iterable[dict], dataset: str, arch: str) -> dict:
     """What the measurement of one dataset x architecture reads from the study's runs: the model's options,
-    the optimizer and precision it trains with, the dataset's options and the grid's batch sizes. Nothing
+    the optimizer and precision it trains with, the dataset's options, its augmentation (where the runs
+    have one) and the grid's batch sizes. Nothing
     else (not the learning rates, seeds or budget), so editing those measures nothing again."""
     specs = [s for s in specs if s["dataset"] == dataset and s["arch"] == arch]
     if not specs:
         raise ValueError(f"the study has no run of architecture {arch!r} on dataset {dataset!r}")
     first = specs[0]
-    return {"model_options": dict(first["model_options"]), "dataset_options": dict(first["dataset_options"]),
-            "optimizer": dict(first["optimizer"]), "precision": first["precision"],
-            "batch_sizes": sorted({int(s["batch_size"]) for s in specs})}
+    settings = {"model_options": dict(first["model_options"]), "dataset_options": dict(first["dataset_options"]),
+                "optimizer": dict(first["optimizer"]), "precision": first["precision"],
+                "batch_sizes": sorted({int(s["batch_size"]) for s in specs})}
+    if first.get("augmentation"):  # part of a step's cost; absent otherwise, so nothing is measured again
+        settings["augmentation"] = dict(first["augmentation"])
+    return settings

@@ -2,8 +2,9 @@
 batch size, on the device training runs on, up to the largest batch that fits.
 
 For one dataset x architecture, :func:`measure` times the training step of a single model (gather the batch,
-then batchlab.training.training_step: forward, loss, backward, the fp16 loss scaler's unscale, optimizer step:
-what a practitioner's loop does, without batchlab's per-step bookkeeping) under training's kernel settings,
+augment it where the study's runs are augmented (batchlab.augment), then batchlab.training.training_step:
+forward, loss, backward, the fp16 loss scaler's unscale, optimizer step: what a practitioner's loop does,
+without batchlab's per-step bookkeeping) under training's kernel settings,
 with the study's optimizer, precision (autocast) and thread count, at batch sizes doubling from
 the smallest grid batch size up to ``max_batch_size``, the grid's own batch sizes always among them. The
 sweep ends at the first batch size that runs out of memory; that one and every larger one are recorded as not
@@ -36,7 +37,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
-from batchlab import data, models, training
+from batchlab import augment, data, models, training
 
 log = logging.getLogger("batchlab.hardware")
 
@@ -127,10 +128,12 @@ def _sync(device: torch.device) -> None:
 
 def measure_batch(build: Callable[[], torch.nn.Module], optimizer_settings: dict, x: torch.Tensor, y: torch.Tensor,
                   batch_size: int, device: torch.device, precision: str = "fp32", warmup_steps: int = 3,
-                  repeats: int = 10, seed: int = 0) -> dict:
+                  repeats: int = 10, seed: int = 0, augmentation: dict | None = None) -> dict:
     """Peak memory and the median time of a training step of a fresh model from ``build()`` at ``batch_size``
-    (examples drawn with replacement from ``x``, ``y``, so a batch may exceed the training set)."""
+    (examples drawn with replacement from ``x``, ``y``, so a batch may exceed the training set), the batch
+    augmented as training augments it where ``augmentation`` (a spec's) is given."""
     generator = torch.Generator().manual_seed(seed)
+    augmenter = augment.Augmenter(augmentation, [seed], device) if augmentation else None
     steps = 2 + warmup_steps + repeats
     indices = torch.randint(len(x), (steps, batch_size), generator=generator).to(device)  # (steps, B)
     with training.TrainingSettings(device, batch_size, precision) as settings:  # the kernels training picks
@@ -140,19 +143,20 @@ def measure_batch(build: Callable[[], torch.nn.Module], optimizer_settings: dict
             optimizer = training.make_optimizer(model, {"optimizer": optimizer_settings, "lr": LR})
             scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
-            def step(idx: torch.Tensor) -> None:
+            def step(i: int) -> None:
                 # training's step without its bookkeeping (gradient norms, divergence checks)
-                training.training_step(model, optimizer, x[idx], y[idx], scaler, settings.autocast)
+                xb = x[indices[i]] if augmenter is None else augmenter(x[indices[i]], i)
+                training.training_step(model, optimizer, xb, y[indices[i]], scaler, settings.autocast)
 
-            step(indices[0])  # allocates the optimizer's state
-            step(indices[1])
+            step(0)  # allocates the optimizer's state
+            step(1)
         for i in range(2, 2 + warmup_steps):
-            step(indices[i])
+            step(i)
         times = []
         for i in range(2 + warmup_steps, steps):
             _sync(device)
             t0 = time.perf_counter()
-            step(indices[i])
+            step(i)
             _sync(device)
             times.append(time.perf_counter() - t0)
     return {"seconds_per_step": statistics.median(times), "peak_memory_mb": memory["mb"]}
@@ -175,7 +179,8 @@ def measure(dataset_path: str, dataset: str, arch: str, settings: dict, max_batc
         return models.build(arch, tuple(x.shape[1:]), n_classes, settings["model_options"])
 
     def measure_one(b: int) -> dict:
-        out = measure_batch(build, settings["optimizer"], x, y, b, dev, settings["precision"], warmup_steps, repeats)
+        out = measure_batch(build, settings["optimizer"], x, y, b, dev, settings["precision"], warmup_steps, repeats,
+                            augmentation=settings.get("augmentation"))
         log.info("%s %s batch size %d: %.3g ms per step, %.0f samples/s, peak memory %.1f MB", dataset, arch, b,
                  1000 * out["seconds_per_step"], b / out["seconds_per_step"], out["peak_memory_mb"])
         return out

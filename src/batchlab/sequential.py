@@ -15,7 +15,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from batchlab import batch_schedule, checkpoint, data, metrics, models
+from batchlab import augment, batch_schedule, checkpoint, data, metrics, models
 from batchlab.checkpoint import Checkpointer
 from batchlab.schedules import lr_factor
 from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
@@ -45,6 +45,7 @@ class SequentialRun:
         self.plan = batch_schedule.Plan(spec, len(self.x_train)) if spec.get("batch_schedule") else None
         self.batches = (batch_indices(len(self.x_train), spec["batch_size"], self.total, spec["seed"] + 1_000_003)
                         .to(device) if self.plan is None else None)  # (steps, B)
+        self.augment = augment.for_specs([spec], device)  # None: the batches are used as they are
         self.w0 = metrics.flat_params(self.model)
         # parameters listed once: model.parameters() walks the modules
         self.grad_norm = functools.partial(metrics.grad_norm, [p for p in self.model.parameters() if p.requires_grad])
@@ -118,7 +119,8 @@ class SequentialRun:
         return state
 
     def step(self, autocast: Callable[[], object]) -> None:
-        """One update: set the learning rate, forward, backward, update; then watch for divergence."""
+        """One update: set the learning rate, augment the batch (where the spec says so), forward, backward,
+        update; then watch for divergence."""
         t0 = time.perf_counter()
         spec, step, optimizer = self.spec, self.step_no, self.optimizer
         lr = spec["lr"] * lr_factor(step, self.total, spec["warmup"], spec["schedule"])
@@ -126,8 +128,11 @@ class SequentialRun:
             for group in optimizer.param_groups:
                 group["lr"] = lr
         idx = self.batches[step] if self.plan is None else self.plan.indices(step).to(self.device)
-        loss, norm = training_step(self.model, optimizer, self.x_train[idx], self.y_train[idx], self.scaler,
-                                   autocast, grad_norm=self.grad_norm)
+        x = self.x_train[idx]
+        if self.augment is not None:  # random crops and flips of this step's draws
+            x = self.augment(x, step)
+        loss, norm = training_step(self.model, optimizer, x, self.y_train[idx], self.scaler, autocast,
+                                   grad_norm=self.grad_norm)
         self.norms.append(norm)
         self.step_no = step + 1
         self.train_time += time.perf_counter() - t0
