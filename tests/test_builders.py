@@ -176,6 +176,7 @@ def test_signatures_read_from_the_source_equal_inspects():
     assert builders._source_params("g = 1\n", "f") is False
     assert builders._source_params("from m import *\n", "f") is None
     assert builders._source_params("if True:\n    f = print\n", "f") is None
+    assert builders._source_params("@cache\ndef f(a):\n    pass\n", "f") is None
 
 
 # --- specs and run ids ---------------------------------------------------------------------------------

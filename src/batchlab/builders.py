@@ -72,7 +72,7 @@ def split(path: str) -> tuple[str, str]:
     return module, name
 
 
-def _find_module(module: str):
+def _find_module(key: str, module: str):
     """The module's spec, found without running it or its parent packages (a package's ``__init__`` may
     import torch); a module only the import system can find (a package that extends its own ``__path__``)
     falls back to :func:`importlib.util.find_spec`, which runs the parents. None when it does not exist."""
@@ -87,6 +87,8 @@ def _find_module(module: str):
         return spec if spec is not None or len(parts) == 1 else importlib.util.find_spec(module)
     except (ImportError, ValueError):
         return None
+    except Exception as error:  # a parent package failed while running
+        raise BuilderError(f"'{key}': importing module {module!r} failed: {type(error).__name__}: {error}") from None
 
 
 def _ast_params(args: ast.arguments) -> list[Param]:
@@ -116,24 +118,30 @@ def _top_level(tree: ast.Module):
             todo += [n for handler in getattr(node, "handlers", []) for n in handler.body]
 
 
+def _bound_names(node: ast.stmt) -> set[str]:
+    """The names a class, an assignment or an import binds (``*`` for a star import)."""
+    if isinstance(node, ast.ClassDef):
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in node.names}
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+        node, (ast.AnnAssign, ast.AugAssign)) else []
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
 def _source_params(source: str, name: str) -> list[Param] | None | bool:
-    """From the module's source: the parameters of a plain ``def name``; False when nothing at the top
-    level can bind ``name`` (no def, class, assignment, import, star import or module ``__getattr__``);
-    None when it may exist but is not a plain ``def`` (importing the module tells)."""
+    """From the module's source: the parameters of a plain (undecorated) ``def name``; False when nothing at
+    the top level can bind ``name`` (no def, class, assignment, import, star import or module
+    ``__getattr__``); None when it may exist but is not a plain ``def`` (importing the module tells)."""
     found: list[Param] | None | bool = False
     for node in _top_level(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            if node.name == name:
-                found = _ast_params(node.args)
+            if node.name == name:  # a decorator may change what is called: importing tells
+                found = None if node.decorator_list else _ast_params(node.args)
             elif node.name == "__getattr__" and found is False:
                 found = None
-        elif isinstance(node, (ast.ClassDef, ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Import, ast.ImportFrom)):
-            bound = ({node.name} if isinstance(node, ast.ClassDef)
-                     else {(a.asname or a.name).split(".")[0] for a in node.names} if isinstance(node, (ast.Import, ast.ImportFrom))
-                     else {n.id for t in ([node.target] if not isinstance(node, ast.Assign) else node.targets)
-                           for n in ast.walk(t) if isinstance(n, ast.Name)})
-            if name in bound or "*" in bound:
-                found = None
+        elif name in _bound_names(node) or "*" in _bound_names(node):
+            found = None
     return found
 
 
@@ -150,7 +158,7 @@ def parameters(key: str, path: str) -> list[Param]:
     """The parameters of the function at import ``path`` (see the module's docstring); raises
     :class:`BuilderError` starting with ``key`` when the module or the function does not exist."""
     module, name = split(path)
-    spec = _find_module(module)
+    spec = _find_module(key, module)
     if spec is None:
         raise BuilderError(f"'{key}': module {module!r} not found (is it installed or on PYTHONPATH?)")
     params: list[Param] | None | bool = None
