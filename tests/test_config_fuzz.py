@@ -90,7 +90,8 @@ def test_a_string_where_numbers_belong_names_that_key(path, value):
        key=st.text(min_size=1, max_size=12), value=junk)
 def test_an_unknown_key_is_named_with_what_is_allowed(where, key, value):
     target = dict(leaves(VALID))[where] if where else VALID
-    if key in target or (where and where[-1] in ("dataset_options", "augmentation", "overrides", "variants")) or where[:1] == ("dataset_options",):
+    if (key in target or (where and where[-1] in ("dataset_options", "augmentation", "overrides", "variants"))
+            or where[:1] == ("dataset_options",) or (where[:1] == ("builders",) and len(where) == 2)):
         return  # a known key, or a mapping keyed by names (checked below)
     raw = set_at(VALID, (*where, key), value) if where else dict(copy.deepcopy(VALID), **{key: value})
     message = check(raw)

@@ -99,11 +99,12 @@ class BatchedPack:
 
     def _build(self, specs: list[dict], device: torch.device) -> None:
         """The members' own modules (seeded as each run alone), the stacked model and its optimizer."""
-        n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"])
+        n_classes = data.num_classes(specs[0]["dataset"], specs[0]["dataset_options"], specs[0].get("dataset_builder"))
         members = []
         for spec in specs:
             torch.manual_seed(spec["seed"])
-            members.append(models.build(spec["arch"], tuple(self.x_train.shape[1:]), n_classes, spec["model_options"]))
+            members.append(models.build(spec["arch"], tuple(self.x_train.shape[1:]), n_classes, spec["model_options"],
+                                        spec.get("builder")))
         # each member's torch.optim param groups, for its checkpoints
         self.groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(members, specs)]
         self.model = StackedModel(members).to(device)

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from batchlab import data, models
+from batchlab import builders, data, models
 from batchlab.schema import SCHEMA_PATH, command_line_values, load_schema  # noqa: F401  (read through config)
 from batchlab.schema import describe, fill_defaults
 from batchlab.schema import key_path as _key
@@ -44,9 +44,14 @@ def _check_names(config: dict) -> None:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", config["study"]):  # the schema's pattern lets a final newline by
         raise ConfigError(f"'study': value {config['study']!r} is invalid (allowed: letters, digits, _ and -, at most 64)")
     for key, registry, what in (("datasets", data.DATASETS, "dataset"), ("architectures", models.ARCHITECTURES, "architecture")):
+        users = config["builders"][key]
+        for name in users:
+            if name in registry:
+                raise ConfigError(f"'builders.{key}.{name}': {name!r} is a registered {what}; give yours another name")
         for i, name in enumerate(config[key]):
-            if name not in registry:
-                raise ConfigError(f"'{key}[{i}]': unknown {what} {name!r}; allowed: {', '.join(registry)}")
+            if name not in registry and name not in users:
+                raise ConfigError(f"'{key}[{i}]': unknown {what} {name!r}; allowed: {', '.join([*registry, *users])} "
+                                  f"(or your own, under builders.{key})")
             if not SAFE_NAME.fullmatch(name):
                 raise ConfigError(
                     f"'{key}[{i}]': {what} name {name!r} cannot name files (it is registered in batchlab.{'data' if key == 'datasets' else 'models'}); "
@@ -61,6 +66,8 @@ def _check_names(config: dict) -> None:
 
 
 def _check_model_options(arch: str, options: dict, where: str) -> None:
+    if arch not in models.ARCHITECTURES:  # a user builder's, checked with it (_check_builders)
+        return
     params = inspect.signature(models.ARCHITECTURES[arch].build).parameters
     allowed = [p for p in params if p not in ("input_shape", "num_classes")]
     for key in options:
@@ -135,12 +142,39 @@ def _check_variants(config: dict, n_train: dict[str, int]) -> None:
             _check_run_settings(arch, variant_settings(config, name, arch), where, n_train, variant)
 
 
+def _check_builders(config: dict) -> None:
+    """The user builders the study trains: found, of the right signature, taking the model options given
+    for them (the study's, under overrides, and each variant's that trains them)."""
+    for arch in config["architectures"]:
+        path = builders.architecture_path(config, arch)
+        if path is None:
+            continue
+        key = _key(["builders", "architectures", arch])
+        main = config["overrides"].get(arch, {})
+        option_sets = {_key(["overrides", arch, "model_options"]) if "model_options" in main else key:
+                       main.get("model_options", {})}
+        for name, variant in config["variants"].items():
+            if "model_options" in variant and arch in variant_architectures(config, name):
+                option_sets[_key(["variants", name, "model_options"])] = variant["model_options"]
+        try:
+            builders.check_architecture(key, path, option_sets)
+        except builders.BuilderError as error:
+            raise ConfigError(str(error)) from None
+    for name in config["datasets"]:
+        if name in config["builders"]["datasets"]:
+            try:
+                builders.check_loader(_key(["builders", "datasets", name, "load"]),
+                                      config["builders"]["datasets"][name]["load"])
+            except builders.BuilderError as error:
+                raise ConfigError(str(error)) from None
+
+
 def _check_inputs(config: dict, options: dict[str, dict]) -> None:
     """Every architecture takes inputs of as many dimensions as every dataset has."""
     for arch in config["architectures"]:
-        ndim = models.ARCHITECTURES[arch].input_ndim
+        ndim = models.ARCHITECTURES[arch].input_ndim if arch in models.ARCHITECTURES else None
         for dataset in config["datasets"]:
-            shape = data.DATASETS[dataset].input_shape(options[dataset])
+            shape = _dataset(config, dataset).input_shape(options[dataset])
             if ndim is not None and len(shape) != ndim:
                 raise ConfigError(
                     f"'architectures': {arch!r} takes inputs of {ndim} dimensions but dataset {dataset!r} has "
@@ -158,7 +192,7 @@ def _check_augmentation(config: dict, options: dict[str, dict]) -> None:
         if name not in config["datasets"]:
             raise ConfigError(f"'{where}': unknown dataset {name!r}; allowed: the study's datasets "
                               f"({', '.join(config['datasets'])})")
-        shape = data.DATASETS[name].input_shape(options[name])
+        shape = _dataset(config, name).input_shape(options[name])
         if len(shape) != 3:
             images = [d for d, ds in data.DATASETS.items() if len(ds.input_shape(ds.defaults)) == 3]
             raise ConfigError(f"'{where}': dataset {name!r} has inputs of shape {shape}, not images (C, H, W); "
@@ -186,17 +220,24 @@ def _check_interpolation(config: dict) -> None:
                                   f"architecture {arch!r}; allowed: two of {sorted(sizes)}, or null")
 
 
+def _dataset(config: dict, name: str) -> data.Dataset:
+    """Dataset ``name``, registered or the user's (``builders.datasets``)."""
+    return data.dataset(name, builders.dataset_declaration(config, name))
+
+
 def _check_semantics(config: dict) -> None:
     _check_names(config)
+    _check_builders(config)
     options = {}
     for name in config["datasets"]:
         try:
-            options[name] = data.resolve_options(name, config["dataset_options"].get(name))
+            options[name] = data.resolve_options(name, config["dataset_options"].get(name),
+                                                 builders.dataset_declaration(config, name))
         except data.DatasetError as e:
             raise ConfigError(f"'{str(e).split(':', 1)[0]}':{str(e).split(':', 1)[1]}") from None
     _check_inputs(config, options)
     _check_augmentation(config, options)
-    n_train = {d: data.DATASETS[d].train_size(options[d]) for d in config["datasets"]}
+    n_train = {d: _dataset(config, d).train_size(options[d]) for d in config["datasets"]}
     for arch in config["architectures"]:
         where = _key(["overrides", arch]) if arch in config["overrides"] else ""
         _check_run_settings(arch, arch_settings(config, arch), where, n_train, RUN_KEYS)
@@ -214,7 +255,7 @@ def check_data_available(config: dict, prepared_dir: str | Path) -> None:
     """Datasets read from the user's files must be there and, unless ``verify_data_files`` is false, be the
     publishers' files (see :func:`batchlab.data.check_user_files`), unless already prepared: before any job."""
     for i, name in enumerate(config["datasets"]):
-        if (Path(prepared_dir) / f"{name}.npz").exists() or not data.DATASETS[name].user_files:
+        if (Path(prepared_dir) / f"{name}.npz").exists() or not _dataset(config, name).user_files:
             continue
         try:
             data.check_user_files(name, config["data_dir"], config["verify_data_files"])
@@ -229,7 +270,9 @@ def _drop_unused_settings(config: dict, warn: Callable[[str], None]) -> None:
     one-line warning, not an error: a study narrowed on the command line (``--config datasets=[digits]
     architectures=[mlp]``) keeps the config file's options, overrides and variants for what it leaves out.
     A name that is not registered at all stays an error (a typo), reported by the checks after this."""
-    for name in [n for n in config["dataset_options"] if n not in config["datasets"] and n in data.DATASETS]:
+    known_datasets, known_archs = ({*registry, *config["builders"][key]} for key, registry in
+                                   (("datasets", data.DATASETS), ("architectures", models.ARCHITECTURES)))
+    for name in [n for n in config["dataset_options"] if n not in config["datasets"] and n in known_datasets]:
         warn(f"'{_key(['dataset_options', name])}': {name!r} is not one of the study's datasets "
              f"({', '.join(config['datasets'])}); its options are ignored")
         del config["dataset_options"][name]
@@ -238,13 +281,13 @@ def _drop_unused_settings(config: dict, warn: Callable[[str], None]) -> None:
              f"({', '.join(config['datasets'])}); its augmentation is ignored")
         del config["augmentation"][name]
     studied = config["architectures"]
-    for name in [n for n in config["overrides"] if n not in studied and n in models.ARCHITECTURES]:
+    for name in [n for n in config["overrides"] if n not in studied and n in known_archs]:
         warn(f"'{_key(['overrides', name])}': {name!r} is not one of the study's architectures "
              f"({', '.join(studied)}); its overrides are ignored")
         del config["overrides"][name]
     for name, variant in list(config["variants"].items()):
         archs = variant.get("architectures")
-        left_out = [a for a in archs or [] if a not in studied and a in models.ARCHITECTURES]
+        left_out = [a for a in archs or [] if a not in studied and a in known_archs]
         if not left_out:
             continue
         kept = [a for a in archs if a not in left_out]

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from batchlab import files
+from batchlab import builders, files
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -212,8 +212,25 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def num_classes(name: str, options: dict) -> int:
-    """Number of classes of a dataset (blobs take it from their options)."""
+def declared(name: str, declaration: dict) -> Dataset:
+    """A user dataset (the config's ``builders.datasets``, a spec's ``dataset_builder``) as a Dataset: the
+    facts it declares, and its loader, imported when the dataset is prepared (batchlab.builders)."""
+    def load(options: dict, data_dir: Path) -> Arrays:
+        return builders.function(declaration["load"], f"builders.datasets.{name}.load")(options, data_dir)
+
+    shape = tuple(declaration["input_shape"])
+    return Dataset(name, lambda o: shape, declaration["num_classes"], lambda o: declaration["train_size"], load, {})
+
+
+def dataset(name: str, declaration: dict | None = None) -> Dataset:
+    """Dataset ``name``: the registered one, or the user's given its ``declaration``."""
+    return DATASETS[name] if declaration is None else declared(name, declaration)
+
+
+def num_classes(name: str, options: dict, declaration: dict | None = None) -> int:
+    """Number of classes of a dataset (blobs take it from their options, a user dataset from its declaration)."""
+    if declaration is not None:
+        return declaration["num_classes"]
     return options["classes"] if name == "blobs" else DATASETS[name].num_classes
 
 
@@ -238,9 +255,11 @@ OPTION_RULES = {
 }
 
 
-def resolve_options(name: str, options: dict | None) -> dict:
+def resolve_options(name: str, options: dict | None, declaration: dict | None = None) -> dict:
     """The dataset's options with defaults filled in; unknown option keys and invalid values raise
-    DatasetError naming the option."""
+    DatasetError naming the option. A user dataset's (with its ``declaration``) go to its loader as given."""
+    if declaration is not None:
+        return dict(options or {})
     defaults = DATASETS[name].defaults
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
@@ -254,11 +273,23 @@ def resolve_options(name: str, options: dict | None) -> dict:
     return {**defaults, **options}
 
 
-def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path, verify: bool = True) -> dict:
+def _load(name: str, options: dict, data_dir: str | Path, declaration: dict | None) -> Arrays:
+    """The four raw arrays of a dataset; a user loader's result is checked to be four arrays."""
+    loaded = dataset(name, declaration).load(options, Path(data_dir))
+    if declaration is not None and (not isinstance(loaded, (tuple, list)) or len(loaded) != 4):
+        raise DatasetError(f"'builders.datasets.{name}.load': {declaration['load']} returned a "
+                           f"{type(loaded).__name__}; expected (x_train, y_train, x_test, y_test)")
+    return tuple(loaded)
+
+
+def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path, verify: bool = True,
+            declaration: dict | None = None) -> dict:
     """Build dataset ``name`` and save it, standardized, to ``out_path`` (.npz). Returns its shapes. The
-    user's files are checked first (:func:`check_user_files`, ``verify``)."""
-    check_user_files(name, data_dir, verify)
-    xtr, ytr, xte, yte = DATASETS[name].load(options, Path(data_dir))
+    user's files are checked first (:func:`check_user_files`, ``verify``); a user dataset (its
+    ``declaration``) is loaded by its loader and checked against what it declares."""
+    if declaration is None:
+        check_user_files(name, data_dir, verify)
+    xtr, ytr, xte, yte = _load(name, options, data_dir, declaration)
     xtr, xte = np.asarray(xtr, np.float32), np.asarray(xte, np.float32)
     channel_axes = (0,) + tuple(range(2, xtr.ndim)) if xtr.ndim > 2 else (0, 1)
     mean = xtr.mean(axis=channel_axes, keepdims=True)
@@ -271,6 +302,8 @@ def prepare(name: str, options: dict, data_dir: str | Path, out_path: str | Path
         "x_test": ((xte - mean) / std).astype(np.float32),
         "y_test": np.asarray(yte, np.int64),
     }
+    if declaration is not None:
+        builders.check_arrays(name, declaration, arrays)
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp.npz")
     try:

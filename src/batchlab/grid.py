@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from batchlab import batch_schedule, data
+from batchlab import batch_schedule, builders, data
 from batchlab.ids import UNHASHED, run_id, spec_hash, without_id  # noqa: F401  (the grid's names for them)
 from batchlab.config import arch_settings, variant_architectures, variant_settings
 
@@ -75,7 +75,7 @@ def expand(config: dict) -> list[dict]:
     specs = []
     for dataset in config["datasets"]:
         options = dataset_options(config, dataset)
-        n_train = data.DATASETS[dataset].train_size(options)
+        n_train = train_size(config, dataset, options)
         for arch in config["architectures"]:
             specs += _arch_specs(config, dataset, options, n_train, arch, arch_settings(config, arch), config["seeds"])
     return specs + variant_specs(config)
@@ -90,7 +90,7 @@ def variant_specs(config: dict) -> list[dict]:
     for name in config["variants"]:
         for dataset in config["datasets"]:
             options = dataset_options(config, dataset)
-            n_train = data.DATASETS[dataset].train_size(options)
+            n_train = train_size(config, dataset, options)
             for arch in variant_architectures(config, name):
                 s = variant_settings(config, name, arch)
                 specs += _arch_specs(config, dataset, options, n_train, arch, s, s["seeds"], name, s["batch_schedule"])
@@ -136,6 +136,7 @@ def _arch_specs(config: dict, dataset: str, options: dict, n_train: int, arch: s
                     "divergence_loss_factor": float(config["divergence"]["loss_factor"]),
                     "precision": config["precision"],
                 }
+                spec.update(builders.spec_fields(config, dataset, arch))  # user builders only
                 if variant is not None:
                     spec.update(variant=variant, noise_scale={"pairs": 0}, sharpness={"epsilons": []})
                 if schedule:
@@ -265,7 +266,12 @@ def targets(config: dict) -> dict[str, list[float]]:
 
 def dataset_options(config: dict, name: str) -> dict:
     """A dataset's options with defaults filled in (what its preparation reads)."""
-    return data.resolve_options(name, config["dataset_options"].get(name))
+    return data.resolve_options(name, config["dataset_options"].get(name), builders.dataset_declaration(config, name))
+
+
+def train_size(config: dict, name: str, options: dict) -> int:
+    """The number of training examples of dataset ``name`` with ``options`` (a user dataset's as declared)."""
+    return data.dataset(name, builders.dataset_declaration(config, name)).train_size(options)
 
 
 def mem_mb(pack: Pack, dataset_mb: float, configured: int | None = None, attempt: int = 1) -> int:
@@ -287,7 +293,8 @@ def hardware_settings(specs: Iterable[dict], dataset: str, arch: str) -> dict:
     first = specs[0]
     settings = {"model_options": dict(first["model_options"]), "dataset_options": dict(first["dataset_options"]),
                 "optimizer": dict(first["optimizer"]), "precision": first["precision"],
-                "batch_sizes": sorted({int(s["batch_size"]) for s in specs})}
+                "batch_sizes": sorted({int(s["batch_size"]) for s in specs}),
+                **{k: first[k] for k in ("builder", "dataset_builder") if k in first}}  # user builders only
     if first.get("augmentation"):  # part of a step's cost; absent otherwise, so nothing is measured again
         settings["augmentation"] = dict(first["augmentation"])
     return settings

@@ -172,11 +172,11 @@ def measure(dataset_path: str, dataset: str, arch: str, settings: dict, max_batc
     dev = training.pick_device(device)
     arrays = data.load(dataset_path)
     x, y = (torch.from_numpy(arrays[k]).to(dev) for k in ("x_train", "y_train"))
-    n_classes = data.num_classes(dataset, settings["dataset_options"])
+    n_classes = data.num_classes(dataset, settings["dataset_options"], settings.get("dataset_builder"))
 
     def build() -> torch.nn.Module:
         torch.manual_seed(0)
-        return models.build(arch, tuple(x.shape[1:]), n_classes, settings["model_options"])
+        return models.build(arch, tuple(x.shape[1:]), n_classes, settings["model_options"], settings.get("builder"))
 
     def measure_one(b: int) -> dict:
         out = measure_batch(build, settings["optimizer"], x, y, b, dev, settings["precision"], warmup_steps, repeats,

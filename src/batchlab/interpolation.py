@@ -101,8 +101,9 @@ def interpolate_solutions(runs: pd.DataFrame, dataset: str, arch: str, small_bat
     rows = []
     for pair in chosen.itertuples(index=False):
         spec = store.read_spec(runs_root, pair.small_run_id)
-        n_classes = data.num_classes(spec["dataset"], spec["dataset_options"])
-        model = models.build(arch, tuple(tensors["x_train"].shape[1:]), n_classes, spec["model_options"]).to(device)
+        n_classes = data.num_classes(spec["dataset"], spec["dataset_options"], spec.get("dataset_builder"))
+        model = models.build(arch, tuple(tensors["x_train"].shape[1:]), n_classes, spec["model_options"],
+                             spec.get("builder")).to(device)
         small, large = (store.read_weights(runs_root, run) for run in (pair.small_run_id, pair.large_run_id))
         for row in evaluate_line(model, small, large, alpha_values, splits, eval_batch_size):
             rows.append({"dataset": dataset, "arch": arch, "small_batch": small_batch, "large_batch": large_batch,

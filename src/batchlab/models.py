@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from batchlab import builders
 
 
 class _LazyNN:
@@ -137,6 +138,9 @@ def label(name: str) -> str:
     return arch.label if arch is not None and arch.label else name
 
 
-def build(name: str, input_shape: tuple[int, ...], num_classes: int, options: dict | None = None) -> nn.Module:
-    """Build architecture ``name`` for inputs of ``input_shape`` (without the batch axis)."""
-    return ARCHITECTURES[name].build(tuple(input_shape), num_classes, **(options or {}))
+def build(name: str, input_shape: tuple[int, ...], num_classes: int, options: dict | None = None,
+          builder: str | None = None) -> nn.Module:
+    """Build architecture ``name`` for inputs of ``input_shape`` (without the batch axis): the registered one,
+    or with ``builder`` (a spec's import path ``module:function``, see batchlab.builders) the user's."""
+    make = builders.function(builder, f"builders.architectures.{name}") if builder else ARCHITECTURES[name].build
+    return make(tuple(input_shape), num_classes, **(options or {}))

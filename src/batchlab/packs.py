@@ -135,9 +135,10 @@ class PackDriver:
 
     def train_group(self, group: list[dict], engine: str) -> None:
         """Train a group of compatible runs: batched (in chunks that fit the device) or one after another."""
-        n_classes = data.num_classes(group[0]["dataset"], group[0]["dataset_options"])
-        model = models.build(group[0]["arch"], tuple(self.tensors["x_train"].shape[1:]), n_classes,
-                             group[0]["model_options"])
+        first = group[0]
+        n_classes = data.num_classes(first["dataset"], first["dataset_options"], first.get("dataset_builder"))
+        model = models.build(first["arch"], tuple(self.tensors["x_train"].shape[1:]), n_classes,
+                             first["model_options"], first.get("builder"))
         chosen = choose_engine(group, model, self.device, engine)
         size = _member_limit(group, model, self.tensors, self.device) if chosen == "batched" else 1
         for first in range(0, len(group), size):

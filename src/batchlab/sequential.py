@@ -32,14 +32,14 @@ class SequentialRun:
         self.spec, self.device, self.eval_batch_size, self.checkpoints = spec, device, eval_batch_size, checkpoints
         self.x_train, self.y_train, self.x_test, self.y_test = (
             tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-        n_classes = data.num_classes(spec["dataset"], spec["dataset_options"])
+        n_classes = data.num_classes(spec["dataset"], spec["dataset_options"], spec.get("dataset_builder"))
         self.total = spec["steps"]
         self.scaler = torch.amp.GradScaler(device.type) if spec["precision"] == "fp16" else None
 
         # seeded initialization and data order
         torch.manual_seed(spec["seed"])
         self.model = models.build(spec["arch"], tuple(self.x_train.shape[1:]), n_classes,
-                                  spec["model_options"]).to(device)
+                                  spec["model_options"], spec.get("builder")).to(device)
         self.optimizer = make_optimizer(self.model, spec)
         # a batch-size schedule reads the same stream of epoch permutations B_t examples at a time
         self.plan = batch_schedule.Plan(spec, len(self.x_train)) if spec.get("batch_schedule") else None
