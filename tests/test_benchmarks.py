@@ -45,3 +45,27 @@ def test_study_benchmark_runs_the_smoke_study_end_to_end():
     assert re.search(r"^end to end .* [\d.]+ s\s+[\d.]+ of goal$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^\s+train_pack\s+[\d.]+ s$", result.stdout, re.MULTILINE), result.stdout
     print(result.stdout)
+
+
+def test_gpu_benchmark_runs_its_cpu_parts_and_names_the_cuda_parts_it_skips(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--quick", "--device", "cpu",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    summary = dict(re.findall(r"^(\d\. [A-Za-z ]+?)\s+(PASS|FAIL|SKIP)\b", out.split("== summary ==")[1], re.MULTILINE))
+    assert summary == {"1. engines x precisions": "PASS", "2. kill and resume": "PASS", "3. throughput": "PASS",
+                       "4. smoke study on the GPU": "SKIP"}, out
+    assert "FAIL" not in out
+    # the CPU parts ran: every precision's members, both engines resumed bitwise, both architectures measured
+    for precision in ("fp32", "bf16", "fp16"):
+        assert len(re.findall(rf"^  PASS cpu {precision} lr ", out, re.MULTILINE)) == 3, precision
+    for engine in ("sequential", "batched"):
+        assert re.search(rf"^  PASS cpu {engine} fp32: resumed equals uninterrupted \(bitwise\)$", out, re.MULTILINE)
+    for arch in ("cnn_bn", "resnet_small"):
+        assert len(re.findall(rf"^  PASS {arch} B \d+: measured$", out, re.MULTILINE)) == 3, arch
+    # each section names the CUDA part it skipped, and why
+    skips = re.findall(r"^  SKIP cuda[^:]*: (.+)$", out, re.MULTILINE)
+    assert len(skips) == 4 and all("--device cpu" in reason for reason in skips), skips
+    assert (tmp_path / "report.txt").read_text().count("PASS") == out.count("PASS")
+    assert "samples_per_s" in (tmp_path / "measurements.json").read_text()
+    print(out)
