@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -87,10 +86,11 @@ def write_synthetic_cifar(path: Path, n_train: int, n_test: int, seed: int = 0) 
 
 def make_specs(arch: str, batch_size: int, steps: int, precision: str = "fp32", lrs=LRS, points: int = 1) -> list[dict]:
     """The runs' specs, as a study gives them (config.validate, grid.expand): ``cifar10`` (the synthetic
-    data's shape and classes) with a budget in steps, without the noise scale and the sharpness."""
+    data's shape and classes) augmented as configs/cifar10_gpu.yaml does it (random crops and flips drawn on
+    the data's device), with a budget in steps, without the noise scale and the sharpness."""
     raw = {"datasets": ["cifar10"], "architectures": [arch], "batch_sizes": [batch_size], "learning_rates": list(lrs),
            "budget": {"steps": steps}, "optimizer": {"name": "sgd", "momentum": 0.9}, "seeds": [0],
-           "precision": precision,
+           "precision": precision, "augmentation": {"cifar10": {"crop_padding": 4, "flip": True}},
            "evaluation": {"points": points, "noise_scale": {"pairs": 0}, "sharpness": {"epsilons": []}}}
     return grid.expand(config.validate(raw))
 
@@ -329,12 +329,8 @@ def section_smoke(report: Report, plan: Plan, skip: str | None) -> None:
         report.skip("cuda", f"{skip} (the CPU smoke study is run by benchmarks/study.py and the test suite)")
         report.end_section()
         return
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    training_settings = {"device": "cuda"}
-    if "jobs_per_gpu" in schema["properties"]["training"]["properties"]:
-        training_settings["jobs_per_gpu"] = 2  # GPU slots: at most two jobs share the GPU
-    else:
-        report.line("training.jobs_per_gpu is not in this version's config schema: the study runs without it")
+    # GPU slots (batchlab.gpus): at most two jobs share the GPU, each pinned to it by CUDA_VISIBLE_DEVICES
+    training_settings = {"device": "cuda", "jobs_per_gpu": 2}
     # without LaTeX the paper rule fails with one line; everything before it is what this section checks
     omit = [] if shutil.which("latexmk") else ["--omit-from", "build_paper"]
     if omit:
@@ -351,11 +347,15 @@ def section_smoke(report: Report, plan: Plan, skip: str | None) -> None:
         except subprocess.TimeoutExpired:
             code, tail = None, f"stopped after {plan.smoke_timeout} s"
         wall = time.perf_counter() - start
-        devices = [json.loads(p.read_text()).get("device") for p in (work / "results" / "runs").glob("*/summary.json")]
+        summaries = [json.loads(p.read_text()) for p in (work / "results" / "runs").glob("*/summary.json")]
+    devices = [summary.get("device") for summary in summaries]
+    pinned = {summary.get("cuda_visible_devices") for summary in summaries}
     report.line(f"snakemake --cores all --configfile configs/smoke.yaml --config '{override}': {wall:.1f} s, "
                 f"exit {code}, {len(devices)} runs", wall_seconds=wall, exit=code, runs=len(devices))
     report.check(code == 0, "the smoke study finished" + ("" if code == 0 else f":\n{tail}"))
     report.check(bool(devices) and set(devices) == {"cuda"}, f"every run's summary says device cuda ({sorted(set(devices))})")
+    report.check(bool(pinned) and None not in pinned and "" not in pinned,
+                 f"every run was pinned to a GPU slot's device (CUDA_VISIBLE_DEVICES {sorted(map(str, pinned))})")
     report.end_section()
 
 

@@ -41,6 +41,13 @@ def test_a_batched_pack_pays_each_steps_fixed_cost_once():
     assert estimates.pack_seconds([], costly, batched=True) == 0.0
 
 
+def test_a_pack_the_batched_engine_cannot_stack_pays_each_runs_steps():
+    costly = {**TRAINING, "seconds_per_example": 1e-4}
+    for members in ([spec(arch="resnet_small")] * 3, [dict(spec(), builder="my_nets:wide")] * 3, [spec()]):
+        assert estimates.pack_seconds(members, costly, batched=True) == pytest.approx(
+            estimates.pack_seconds(members, costly, batched=False))
+
+
 def test_packs_count_as_batched_on_a_gpu_only():
     assert estimates.batched_on({"device": "cuda", "engine": "auto"})
     assert estimates.batched_on({"device": "auto", "engine": "auto"}, gpus=2)

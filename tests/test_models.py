@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from batchlab import config, grid, models, sequential, training
+from batchlab import config, grid, models, sequential, stacked, training
 from batchlab.config import ConfigError
 
 from studies import TINY
@@ -28,6 +28,13 @@ def test_every_architecture_builds_and_returns_batch_by_classes(name, shape):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     nn.functional.cross_entropy(out, torch.tensor([0, 3, 6])).backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+def test_the_registry_says_which_architectures_the_batched_engine_stacks(name):
+    # the estimates read the flag at parse, where no model is built: it must be what can_stack finds
+    shape = (3, 32, 32) if models.ARCHITECTURES[name].input_ndim == 3 else (1, 40)
+    assert models.stackable(name) == stacked.can_stack(models.build(name, shape, 10))
 
 
 def test_registry_covers_signal_and_image_architectures():

@@ -7,7 +7,8 @@ training example's forward and backward pass (a number, or one per architecture)
 at batch size ``B`` costs ``steps * (seconds_per_step + B * seconds_per_example)``, plus its evaluations:
 each reads the training set and a test set taken as a fifth of it, at a third of a training example's
 cost (a forward pass only). A pack trained as one stacked model (the batched engine, which a GPU always
-uses) pays the per-step cost once for all its members; one trained run after another pays it per run.
+uses for an architecture it can stack) pays the per-step cost once for all its members; one trained run
+after another pays it per run.
 
 Both numbers are estimates the user sets for their hardware: ``benchmarks/gpu.py`` and the ``hardware``
 measurement give measured values to put there.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Mapping
 
-from batchlab import data
+from batchlab import data, models
 
 # an evaluation reads the training set and a test set taken as this fraction of it, forward passes only
 TEST_FRACTION = 0.2
@@ -59,11 +60,12 @@ def run_seconds(spec: dict, training: Mapping, per_step: bool = True) -> float:
 
 
 def pack_seconds(members: Iterable[dict], training: Mapping, batched: bool) -> float:
-    """The estimated seconds of a pack's job: ``batched``, its members share each step's fixed cost."""
+    """The estimated seconds of a pack's job: ``batched`` (and an architecture the batched engine stacks),
+    its members share each step's fixed cost."""
     members = list(members)
     if not members:
         return 0.0
-    if batched:
+    if batched and len(members) > 1 and models.stackable(members[0]["arch"]) and "builder" not in members[0]:
         shared = max(s["steps"] for s in members) * training["seconds_per_step"]
         return shared + sum(run_seconds(s, training, per_step=False) for s in members)
     return sum(run_seconds(s, training) for s in members)

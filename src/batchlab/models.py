@@ -40,6 +40,9 @@ class Architecture:
     build: Callable[..., nn.Module]
     input_ndim: int | None  # non-batch dims accepted: 2 = (C, L), 3 = (C, H, W), None = any
     label: str = ""  # the name figures and the paper print ("logistic regression"); the key where empty
+    # whether the batched engine stacks it (batchlab.stacked.can_stack, which a test holds this to); the
+    # training-time estimates read it at parse, where no model is built
+    stackable: bool = True
 
 
 def logreg(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -128,8 +131,15 @@ ARCHITECTURES: dict[str, Architecture] = {
     "cnn1d": Architecture(cnn1d, 2, "1-D CNN"),
     "cnn": Architecture(cnn, 3, "CNN"),
     "cnn_bn": Architecture(cnn_bn, 3, "CNN + BN"),
-    "resnet_small": Architecture(resnet_small, 3, "ResNet-style CNN"),
+    "resnet_small": Architecture(resnet_small, 3, "ResNet-style CNN", stackable=False),  # residual blocks
 }
+
+
+def stackable(name: str) -> bool:
+    """Whether the batched engine stacks registered architecture ``name`` (False for one of the user's,
+    which is only known once it is built)."""
+    arch = ARCHITECTURES.get(name)
+    return arch is not None and arch.stackable
 
 
 def label(name: str) -> str:
