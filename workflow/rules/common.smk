@@ -15,7 +15,15 @@ os.environ.update(
     )
 )
 
-from batchlab import config as study_config, estimates, fetch, gpus, grid, ids, store  # noqa: E402
+from batchlab import (
+    config as study_config,
+    estimates,
+    fetch,
+    gpus,
+    grid,
+    ids,
+    store,
+)  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
 from snakemake.utils import update_config  # noqa: E402
 

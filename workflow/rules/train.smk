@@ -74,7 +74,9 @@ for pack in PACKS:
         message:
             f"pack {pack.name}: {len(pack.members)} run(s) to train into {RUNS_ROOT}/ "
             + f"({pack.steps} steps each, estimated "
-            + estimates.duration(estimates.pack_seconds(pack.members, TRAINING, BATCHED))
+            + estimates.duration(
+                estimates.pack_seconds(pack.members, TRAINING, BATCHED)
+            )
             + "): "
             + ", ".join(spec["run_id"] for spec in pack.members)
         script:
