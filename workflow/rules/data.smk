@@ -61,4 +61,4 @@ if USER_DATASETS:
             declaration=lambda w: builders.dataset_declaration(STUDY, w.dataset),
             data_dir=STUDY["data_dir"],
         script:
-            "../scripts/prepare_user_dataset.py"
+            "../scripts/prepare_dataset.py"
