@@ -205,7 +205,9 @@ class TestSmokeStudyOnSlurm:
         for table, keys in (("history", ["run_id", "step"]), ("runs", ["run_id"])):
             on_slurm = pd.read_parquet(work / f"results/tables/{table}.parquet")
             here = pd.read_parquet(tmp_path / f"results/tables/{table}.parquet")
-            timing = [c for c in on_slurm.columns if c in ("wall_time", "wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb")]
+            # when and where: times, memory, and the GPUs SLURM gave the job (its fake gres) against none here
+            timing = [c for c in on_slurm.columns if c in ("wall_time", "wall_seconds", "train_seconds", "samples_per_s",
+                                                           "peak_memory_mb", "cuda_visible_devices")]
             assert set(on_slurm.run_id) == set(here.run_id) == expected
             pd.testing.assert_frame_equal(
                 on_slurm.drop(columns=timing).sort_values(keys).reset_index(drop=True),

@@ -262,6 +262,16 @@ def _download(remote: Remote, data_dir: Path, mirrors: list[str], checksums: dic
     return failures
 
 
+def _check_members(members: list[tarfile.TarInfo]) -> None:
+    """Refuse an archive member that is not a plain file or folder, or whose path is absolute or climbs out
+    of the folder it is unpacked into (``..``): what tarfile's ``data`` filter refuses, for the Python
+    versions that lack it."""
+    for member in members:
+        parts = Path(member.name).parts
+        if not (member.isfile() or member.isdir()) or Path(member.name).is_absolute() or ".." in parts:
+            raise tarfile.TarError(f"unsafe member {member.name!r} (not a plain file or folder inside the archive)")
+
+
 def _unpack(remote: Remote, data_dir: Path, checksums: dict) -> None:
     """Unpack the archive ``remote`` into a temporary folder beside it, check every file it provides, and
     move them into place (the whole folder when none was there); the archive is then deleted."""
@@ -270,7 +280,11 @@ def _unpack(remote: Remote, data_dir: Path, checksums: dict) -> None:
     try:
         with tarfile.open(archive, "r:gz") as tar:
             members = [m for m in tar.getmembers() if m.name.split("/")[0] == remote.unpack]
-            tar.extractall(tmp, members=members, filter="data")  # refuses absolute paths, '..', devices
+            _check_members(members)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (and 3.12): tarfile's own check too
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)
         unpacked = tmp / remote.unpack
         for rel in remote.provides:
             name = rel.rsplit("/", 1)[-1]
