@@ -56,7 +56,8 @@ junk = st.recursive(
 )
 
 # a one-line message that starts by naming a key (or says which key is unknown, or that the grid is empty)
-MESSAGE = re.compile(r"^('[^'\n]+': |unknown key |the grid is empty|the config is empty)[^\n]*$")
+# (a quote in a key the user wrote is escaped in it: 'overrides.\'')
+MESSAGE = re.compile(r"^('(?:[^'\\\n]|\\.)+': |unknown key |the grid is empty|the config is empty)[^\n]*$")
 
 
 def check(raw: dict) -> str | None:
