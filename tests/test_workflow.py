@@ -226,6 +226,37 @@ def files_of(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.relative_to(folder).parts[:2] not in own}
 
 
+def test_an_edit_of_the_package_reruns_the_rules_that_use_it_and_never_training(smoke, tmp_path):
+    """Snakemake's code trigger sees a rule's script alone; the light rules' code digests (batchlab.provenance)
+    carry an edit of the modules they import. An edit of the training code retrains nothing."""
+    tree, work = tmp_path / "tree", tmp_path / "work"
+    tree.mkdir()
+    for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, tree / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree
+                                          else {}))
+    shutil.copytree(smoke, work, symlinks=True)
+
+    def planned() -> dict[str, int]:
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "--directory", str(work), "-n",
+               "--cores", "2", "--configfile", str(work / "smoke.yaml")]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return jobs_of(result)
+
+    assert planned() == {}  # the same code: nothing to do
+    with open(tree / "src" / "batchlab" / "plots.py", "a") as f:
+        f.write("\n# an edit\n")
+    jobs = planned()
+    assert {f"render_figures_{name}" for name in ("learning_rate", "batch_size", "variants")} <= set(jobs)
+    assert "build_paper" in jobs and "aggregate_runs" not in jobs and "write_numbers" not in jobs
+    assert not [job for job in jobs if job.startswith(("train_pack", "measure_hardware", "interpolate_solutions"))]
+    (tree / "src" / "batchlab" / "plots.py").write_text((ROOT / "src" / "batchlab" / "plots.py").read_text())
+    with open(tree / "src" / "batchlab" / "training.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert not [job for job in planned() if job.startswith(("train_pack", "measure_hardware", "interpolate_solutions"))]
+
+
 def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):
     """Even with a run deleted and its pack's receipt left over (stale): the dry run plans to train the pack,
     and leaves every file as it was."""

@@ -19,5 +19,6 @@ rule aggregate_runs:
         runs=grid.RunIds(spec["run_id"] for spec in RUNS),
         runs_root=RUNS_ROOT,
         targets=grid.targets(STUDY),
+        code=code_of("workflow/scripts/aggregate_runs.py"),
     script:
         "../scripts/aggregate_runs.py"

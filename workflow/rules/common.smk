@@ -22,6 +22,7 @@ from batchlab import (
     gpus,
     grid,
     ids,
+    provenance,
     store,
 )  # noqa: E402
 from snakemake.logging import logger  # noqa: E402
@@ -147,6 +148,13 @@ FIGURES = [figure for figures in NOTEBOOKS.values() for figure in figures]
 def source(path):
     """A file of the batchlab source tree (the working directory may be elsewhere)."""
     return str(Path(workflow.basedir) / path)
+
+
+def code_of(*paths):
+    """A light rule's param: the digest of the package code its script (and notebook) runs. Snakemake's
+    code trigger sees the script alone; with this an edit of a module it uses reruns the rule (training
+    takes none: an edit never retrains). Read from the source, without importing it."""
+    return provenance.code_digest(*(source(p) for p in paths))
 
 
 def train_resources(pack):

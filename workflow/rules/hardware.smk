@@ -60,5 +60,6 @@ rule combine_hardware:
         # the measured pairs: the table is made again when they change (the profile does not rerun a job
         # for a changed set of input files), e.g. when `hardware.enabled` is switched off
         pairs=HARDWARE_PAIRS,
+        code=code_of("workflow/scripts/combine_hardware.py"),
     script:
         "../scripts/combine_hardware.py"

@@ -61,5 +61,6 @@ rule combine_interpolations:
         **LIGHT_RESOURCES,
     params:
         parts=INTERPOLATION_PARTS,
+        code=code_of("workflow/scripts/combine_interpolations.py"),
     script:
         "../scripts/combine_interpolations.py"

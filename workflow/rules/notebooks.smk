@@ -33,5 +33,10 @@ for notebook, figures in NOTEBOOKS.items():
             "../../envs/analysis.yaml"
         resources:
             **LIGHT_RESOURCES,
+        params:
+            code=code_of(
+                "workflow/scripts/run_notebook.py",
+                f"workflow/notebooks/{notebook}.ipynb",
+            ),
         script:
             "../scripts/run_notebook.py"

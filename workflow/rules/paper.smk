@@ -19,6 +19,7 @@ rule write_numbers:
         **LIGHT_RESOURCES,
     params:
         study=STUDY["study"],
+        code=code_of("workflow/scripts/write_numbers.py"),
     script:
         "../scripts/write_numbers.py"
 
@@ -40,5 +41,7 @@ rule build_paper:
         "../../envs/analysis.yaml"
     resources:
         **LIGHT_RESOURCES,
+    params:
+        code=code_of("workflow/scripts/build_paper.py"),
     script:
         "../scripts/build_paper.py"
