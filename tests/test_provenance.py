@@ -58,3 +58,39 @@ def test_the_digest_changes_with_a_module_used_and_with_nothing_else(package_cop
     with open(package_copy / "ids.py", "a") as f:  # used through store
         f.write("\n# an edit\n")
     assert provenance.code_digest(script) != before
+
+
+def test_a_run_records_the_training_code_and_the_git_commit_of_a_clone():
+    revision = provenance.revision()
+    assert revision["code_digest"] == provenance.training_digest() == provenance.digest_of_modules(
+        list(provenance.TRAINING_MODULES))
+    if (ROOT / ".git").exists():
+        assert len(revision["git_commit"]) == 40 and isinstance(revision["git_dirty"], bool)
+    else:  # a tarball: the digest alone
+        assert revision["git_commit"] is None and revision["git_dirty"] is None
+    used = set(provenance.modules_used(SCRIPTS / "train_pack.py"))
+    assert set(provenance.TRAINING_MODULES) <= used  # every module named is one the training job runs
+
+
+def test_git_outside_a_clone_records_nothing(tmp_path):
+    assert provenance._git(tmp_path, "rev-parse", "HEAD") is None
+
+
+def test_runs_trained_by_other_code_are_named_in_one_line():
+    assert provenance.other_code({"a": "x1", "b": "x1"}, "x1") is None
+    line = provenance.other_code({"a": "x1", "b": "old", "c": "old", "d": None}, "x1")
+    assert "\n" not in line
+    assert line.startswith("3 complete run(s) of this study were trained by other training code than this tree's (x1): "
+                           "2 by old, 1 by not recorded.")
+    assert "delete their folders" in line and "TRAINING_VERSION" in line
+
+
+def test_the_store_reads_the_digest_of_complete_runs_only(tmp_path):
+    for run_id, summary in (("a", {"code_digest": "x1"}), ("b", {}), ("c", None)):
+        (tmp_path / run_id).mkdir()
+        if summary is not None:
+            (tmp_path / run_id / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "summary.json").write_text("{not json")
+    from batchlab import store
+    assert store.code_digests(tmp_path, ["a", "b", "c", "d", "missing"]) == {"a": "x1", "b": None, "d": None}

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from batchlab import config as study_config, grid, packs, store, training
+from batchlab import config as study_config, grid, packs, provenance, store, training
 from studies import tmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,13 +238,20 @@ def test_an_edit_of_the_package_reruns_the_rules_that_use_it_and_never_training(
     shutil.copytree(smoke, work, symlinks=True)
 
     def planned() -> dict[str, int]:
+        nonlocal output
         cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "--directory", str(work), "-n",
                "--cores", "2", "--configfile", str(work / "smoke.yaml")]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
+        output = result.stdout + result.stderr
         return jobs_of(result)
 
+    output = ""
+    # every run records the training code that trained it, and the runs table has it as a column
+    runs = pd.read_parquet(work / "results" / "tables" / "runs.parquet")
+    assert set(runs["code_digest"]) == {provenance.training_digest()} and runs["git_dirty"].isin([True, False]).all()
     assert planned() == {}  # the same code: nothing to do
+    assert "trained by other training code" not in output
     with open(tree / "src" / "batchlab" / "plots.py", "a") as f:
         f.write("\n# an edit\n")
     jobs = planned()
@@ -255,6 +262,9 @@ def test_an_edit_of_the_package_reruns_the_rules_that_use_it_and_never_training(
     with open(tree / "src" / "batchlab" / "training.py", "a") as f:
         f.write("\n# an edit\n")
     assert not [job for job in planned() if job.startswith(("train_pack", "measure_hardware", "interpolate_solutions"))]
+    # ...and the parse says, in one line, which runs another training code trained: all of them, kept
+    assert re.search(rf"{len(runs)} complete run\(s\) of this study were trained by other training code than this "
+                     rf"tree's \(\w+\): {len(runs)} by {provenance.training_digest()}\.", output), output[-3000:]
 
 
 def test_a_dry_run_changes_nothing_on_disk(smoke, tmp_path):

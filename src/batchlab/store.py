@@ -218,6 +218,20 @@ def damaged_runs(root: str | Path, run_ids) -> dict[str, str]:
     return damaged
 
 
+def code_digests(root: str | Path, run_ids) -> dict[str, str | None]:
+    """Of the given runs, those complete: run id -> the training-code digest its summary records (None for
+    a run trained before batchlab recorded it, or an unreadable summary, which check_run reports)."""
+    out = {}
+    for run_id in run_ids:
+        try:
+            out[run_id] = read_summary(root, run_id).get("code_digest")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            out[run_id] = None
+    return out
+
+
 def lacks_weights(root: str | Path, spec: dict) -> bool:
     """Whether ``spec``'s run is complete but without the final weights its spec asks it to keep (it was
     trained before it became an end of the interpolation): such a run is trained again to keep them."""

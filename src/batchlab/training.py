@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from batchlab import __version__, batch_schedule, metrics
+from batchlab import __version__, batch_schedule, metrics, provenance
 from batchlab.schedules import lr_factor
 
 if TYPE_CHECKING:
@@ -147,8 +147,9 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | Sta
 
 
 def environment(device: torch.device) -> dict:
-    """The evidence a result needs: versions and hardware, and the GPUs the job was given (its
-    CUDA_VISIBLE_DEVICES: a GPU slot's device on one machine, the scheduler's under SLURM; None when unset)."""
+    """The evidence a result needs: versions and hardware, the GPUs the job was given (its
+    CUDA_VISIBLE_DEVICES: a GPU slot's device on one machine, the scheduler's under SLURM; None when unset),
+    and the code that trained it (batchlab.provenance.revision)."""
     return {
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
@@ -159,6 +160,7 @@ def environment(device: torch.device) -> dict:
         "batchlab": __version__,
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
+        **provenance.revision(),  # the training code's digest, and the git commit when there is one
     }
 
 

@@ -73,6 +73,17 @@ INCOMPLETE = {
     or not store.is_complete(RUNS_ROOT, s["run_id"])
     or store.lacks_weights(RUNS_ROOT, s)
 }
+# Complete runs trained by other training code than this tree's are reported, and kept: retraining is the
+# user's decision (batchlab.provenance).
+if workflow.is_main_process:
+    OTHER_CODE = provenance.other_code(
+        store.code_digests(
+            RUNS_ROOT, (s["run_id"] for s in RUNS if s["run_id"] not in INCOMPLETE)
+        ),
+        provenance.training_digest(),
+    )
+    if OTHER_CODE:
+        logger.warning(OTHER_CODE)
 TRAINING = STUDY["training"]
 PACKS = grid.packs(RUNS, INCOMPLETE, TRAINING["pack_size"])
 # A pack job's output is a receipt, not its runs' files: Snakemake then tracks one file per pack, not one
