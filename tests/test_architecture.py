@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from batchlab import provenance
+
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "batchlab"
 DOCS = PACKAGE.parents[1] / "docs" / "architecture.md"
 MAX_FUNCTION_LINES = 80
@@ -26,16 +28,7 @@ def modules() -> dict[str, ast.Module]:
 def batchlab_imports(tree: ast.Module) -> set[str]:
     """The batchlab modules a module imports anywhere in its body (a lazy import inside a function counts:
     it hides a cycle rather than removing it). ``TYPE_CHECKING`` imports count too."""
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("batchlab"):
-            if node.module == "batchlab":
-                found.update(alias.name for alias in node.names if alias.name != "__version__")
-            else:
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("batchlab."))
-    return found
+    return provenance.imports_of(tree)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 
 
-def _imports(tree: ast.AST) -> set[str]:
+def imports_of(tree: ast.AST) -> set[str]:
     """The batchlab modules an import anywhere in ``tree`` names (lazy imports inside functions too)."""
     found = set()
     for node in ast.walk(tree):
@@ -41,7 +41,7 @@ def _imports(tree: ast.AST) -> set[str]:
 
 @functools.lru_cache(maxsize=None)
 def _module_imports(name: str) -> frozenset[str]:
-    return frozenset(_imports(ast.parse((PACKAGE / f"{name}.py").read_text())))
+    return frozenset(imports_of(ast.parse((PACKAGE / f"{name}.py").read_text())))
 
 
 def _source(path: Path) -> str:
@@ -57,7 +57,7 @@ def _source(path: Path) -> str:
 def modules_used(*paths: str | Path) -> list[str]:
     """The batchlab modules the scripts or notebooks ``paths`` use: those they import, and those these
     import in turn, sorted; ``__init__`` always (it holds the version)."""
-    todo = set().union(*(_imports(ast.parse(_source(Path(p)))) for p in paths))
+    todo = set().union(*(imports_of(ast.parse(_source(Path(p)))) for p in paths))
     seen: set[str] = set()
     while todo:
         name = todo.pop()
