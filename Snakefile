@@ -22,6 +22,7 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/interpolation.smk"
 include: "workflow/rules/notebooks.smk"
 include: "workflow/rules/paper.smk"
+include: "workflow/rules/archive.smk"
 
 
 rule all:

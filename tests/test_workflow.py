@@ -565,3 +565,49 @@ def test_a_complete_end_run_without_weights_is_trained_again_alone(smoke, tmp_pa
     trained = [k for k in jobs_of(result) if k.startswith("train_pack_")]
     assert len(trained) == 1
     assert re.search(rf"1 run\(s\) to train into results/runs/ \([^)]*\): {spec['run_id']}", result.stdout)
+
+
+# -- the archive ---------------------------------------------------------------------------------------------
+
+
+def test_an_archive_rebuilds_the_paper_in_a_fresh_clone_without_training_or_measuring(smoke, tmp_path):
+    """`snakemake archive` on the smoke study; a copy of the source tree with no results/ (a fresh clone) and
+    the archive restored there: the dry run plans no training and no measurement, and the rebuilt paper's
+    numbers are byte for byte the archived study's."""
+    clone, work = tmp_path / "clone", tmp_path / "work"
+    clone.mkdir()
+    for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles", "requirements.lock"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, clone / part, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (ROOT / part).exists():
+            shutil.copy(ROOT / part, clone / part)
+    if not (clone / "requirements.lock").exists():  # the archive takes the lock file; a tree without one yet
+        (clone / "requirements.lock").write_text("# the locked dependencies\n")
+    shutil.copytree(smoke, work, symlinks=True)
+
+    def snakemake_in(folder: Path, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(clone / "Snakefile"), "--directory", str(folder),
+               "--cores", "2", *args]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=clone)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result
+
+    made = snakemake_in(work, "archive", "--configfile", str(work / "smoke.yaml"))
+    # the study is complete: the archive is the one job
+    assert re.findall(r"^(?:local)?rule (\w+):", made.stdout + made.stderr, re.MULTILINE) == ["archive"]
+    archived = work / "results" / "archive" / "smoke.tar.gz"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(clone / "src"), os.environ.get("PYTHONPATH", "")]))
+    restored = subprocess.run([sys.executable, "-m", "batchlab.archive", "restore", str(archived)], cwd=clone,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stderr
+    assert f"{len(smoke_specs())} runs" in restored.stdout
+    config = clone / "results" / "archive" / "smoke" / "config.yaml"
+    dry = snakemake_in(clone, "-n", "--configfile", str(config))
+    jobs = jobs_of(dry)
+    assert not [job for job in jobs if job.startswith(("train_pack", "measure_hardware", "interpolate_solutions",
+                                                       "prepare_dataset", "aggregate_runs", "combine_"))], jobs
+    assert jobs.get("write_numbers") == 1 and jobs.get("build_paper") == 1
+    snakemake_in(clone, "--configfile", str(config))
+    assert (clone / "paper" / "numbers.tex").read_bytes() == (smoke / "paper" / "numbers.tex").read_bytes()
+    assert (clone / "paper" / "paper.pdf").read_bytes()[:4] == b"%PDF"
+    assert not (clone / "results" / "data").exists()  # no job needed the prepared data
