@@ -92,7 +92,7 @@ def test_every_module_is_described_in_the_architecture_map():
 
 @pytest.mark.parametrize("module", ["batchlab.config", "batchlab.grid", "batchlab.store", "batchlab.numbers",
                                     "batchlab.gpus", "batchlab.fetch", "batchlab.estimates",
-                                    "batchlab.provenance"])
+                                    "batchlab.provenance", "batchlab.reproducing"])
 def test_the_parse_and_the_numbers_import_neither_torch_nor_matplotlib(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

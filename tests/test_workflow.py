@@ -119,6 +119,15 @@ def test_smoke_study_builds_everything(smoke):
     assert set(runs["variant"]) == {"", *study_config.load(SMOKE)["variants"]} and "variant" in history
     assert re.search(r"\\newcommand\{\\ClaimFive\}\{(holds|does not hold)\}", numbers)
     assert re.search(r"\\newcommand\{\\ClaimSevenSteps\}\{(holds|does not hold)\}", numbers)
+    # the closing section, "Reproducing this paper": the code that trained the runs, the checksums, the command
+    section = (smoke / "paper" / "reproducing.tex").read_text()
+    assert f"trained {len(specs)} runs" in section and f"{provenance.training_digest()}}} & " in section
+    data = smoke / "results" / "data" / "mnist1d.npz"
+    assert hashlib.sha256(data.read_bytes()).hexdigest() in section
+    lock = ROOT / "requirements.lock"
+    assert (hashlib.sha256(lock.read_bytes()).hexdigest() in section if lock.exists() else
+            "has no \\texttt{requirements.lock}" in section)
+    assert "snakemake -{}-cores all -{}-configfile smoke.yaml" in section
     # a training job's log shows progress
     log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
     assert re.search(r"runs? 1(-\d+)?/\d+ .* step \d+/\d+ epoch [\d.]+ .* ETA", log)

@@ -1,5 +1,11 @@
-# The paper: numbers.tex holds every number the text quotes, generated from the tables; latexmk builds
-# paper/paper.pdf from the LaTeX source, the figures and the numbers.
+# The paper: numbers.tex holds every number the text quotes, generated from the tables; reproducing.tex,
+# the closing section, says what made the results and how to reproduce them; latexmk builds
+# paper/paper.pdf from the LaTeX source, the figures and these two.
+from batchlab import reproducing  # noqa: E402
+
+# The lock file of the environment, at the root of the source tree: its SHA-256 goes into the paper; a tree
+# without one builds the paper all the same, saying so.
+LOCK = source("requirements.lock")
 
 
 rule write_numbers:
@@ -24,6 +30,31 @@ rule write_numbers:
         "../scripts/write_numbers.py"
 
 
+rule write_reproducing:
+    input:
+        **({"lock": LOCK} if Path(LOCK).exists() else {}),
+        runs="results/tables/runs.parquet",
+        data=expand("results/data/{dataset}.npz", dataset=STUDY["datasets"]),
+    output:
+        "paper/reproducing.tex",
+    log:
+        "logs/write_reproducing.log",
+    localrule: LIGHT_LOCAL
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        **LIGHT_RESOURCES,
+    params:
+        study=STUDY["study"],
+        # the study's config files as a reader types them (none: the default study, config.yaml)
+        configfiles=reproducing.study_file(
+            workflow.config_settings.configfiles, workflow.basedir, os.getcwd()
+        ),
+        code=code_of("workflow/scripts/write_reproducing.py"),
+    script:
+        "../scripts/write_reproducing.py"
+
+
 rule build_paper:
     input:
         tex=source("paper/paper.tex"),
@@ -31,6 +62,7 @@ rule build_paper:
         # the paper's sections (\input from paper/sections/)
         sections=sorted(str(p) for p in Path(source("paper/sections")).glob("*.tex")),
         numbers="paper/numbers.tex",
+        reproducing="paper/reproducing.tex",
         figures=expand("paper/figures/{figure}.pdf", figure=FIGURES),
     output:
         "paper/paper.pdf",
