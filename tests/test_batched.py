@@ -6,6 +6,7 @@ whose max-pooling turns rounding differences into diverging paths on some CPUs."
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
@@ -202,8 +203,10 @@ def test_user_defined_architecture_trains_one_run_after_another(mnist1d_npz, tmp
     specs = [dict(s, arch="tanh_mlp", model_options={}) for s in pack_specs("mlp", SGD, [0.01, 0.02], steps=20)]
     packs.train_pack(specs, str(mnist1d_npz), str(tmp_path))
     import json
-    engines = {json.loads((tmp_path / s["run_id"] / "summary.json").read_text())["engine"] for s in specs}
-    assert engines == {"sequential"}
+    summaries = [json.loads((tmp_path / s["run_id"] / "summary.json").read_text()) for s in specs]
+    assert {s["engine"] for s in summaries} == {"sequential"}
+    # each run names the bytes it trained on, whichever engine trained it
+    assert {s["data_sha256"] for s in summaries} == {hashlib.sha256(mnist1d_npz.read_bytes()).hexdigest()}
 
 
 def test_train_pack_trains_small_batches_batched(mnist1d_npz, tmp_path):
@@ -213,6 +216,7 @@ def test_train_pack_trains_small_batches_batched(mnist1d_npz, tmp_path):
     summaries = [json.loads((tmp_path / s["run_id"] / "summary.json").read_text()) for s in specs]
     assert [s["engine"] for s in summaries] == ["batched"] * 4
     assert all(s["steps_done"] == 20 for s in summaries)
+    assert {s["data_sha256"] for s in summaries} == {hashlib.sha256(mnist1d_npz.read_bytes()).hexdigest()}
 
 
 def test_memory_bound_on_members():

@@ -17,6 +17,7 @@ from batchlab import reproducing
 
 DIGEST_A, DIGEST_B = "aaaa1111aaaa1111", "bbbb2222bbbb2222"
 COMMIT_1, COMMIT_2 = "1" * 40, "2" * 40
+DATA_SHA = hashlib.sha256(b"made-up arrays").hexdigest()
 
 
 def run(i: int, **fields) -> dict:
@@ -25,7 +26,7 @@ def run(i: int, **fields) -> dict:
            "code_digest": DIGEST_A, "git_commit": COMMIT_1, "git_dirty": False, "device": "cpu",
            "device_name": "x86_64", "platform": "Linux-6.1-x86_64-with-glibc2.36", "python": "3.11.2",
            "torch": "2.13.0+cpu", "train_seconds": 10.0, "wall_seconds": 12.0, "engine": "sequential",
-           "pack_members": None}
+           "pack_members": None, "data_sha256": DATA_SHA}
     return {**row, **fields}
 
 
@@ -40,13 +41,10 @@ def runs() -> pd.DataFrame:
 
 
 @pytest.fixture
-def files(tmp_path) -> tuple[list[Path], Path]:
-    data = tmp_path / "results" / "data" / "mnist1d.npz"
-    data.parent.mkdir(parents=True)
-    data.write_bytes(b"made-up arrays")
+def lock(tmp_path) -> Path:
     lock = tmp_path / "requirements.lock"
     lock.write_text("torch==2.13.0 --hash=sha256:0123\n")
-    return [data], lock
+    return lock
 
 
 def test_each_revision_is_a_row_with_its_commit_its_tree_and_its_runs(runs):
@@ -58,25 +56,25 @@ def test_each_revision_is_a_row_with_its_commit_its_tree_and_its_runs(runs):
     ]
 
 
-def test_the_summary_counts_revisions_and_distinct_digests_and_names_dirty_trees_and_missing_commits(runs, files):
-    text = reproducing.summary(runs, *files, "smoke")
+def test_the_summary_counts_revisions_and_distinct_digests_and_names_dirty_trees_and_missing_commits(runs, lock):
+    text = reproducing.summary(runs, lock, "smoke")
     assert ("Study \\texttt{smoke} trained 6 runs, 1 of them in variants, on \\texttt{mnist1d} (800 training and 200 "
             "test examples).") in text
     assert "They were trained by 3 revisions of the training code (2 distinct digests)" in text
     assert "Of the 6 runs, 2 were trained from a tree with uncommitted changes, so the commit alone" in text
     assert "Of the 6 runs, one was trained from a source tree without git (an unpacked archive, say)" in text
-    one = reproducing.summary(runs.iloc[:3], *files, "smoke")
+    one = reproducing.summary(runs.iloc[:3], lock, "smoke")
     assert "All were trained by one revision of the training code" in one
     assert "uncommitted" not in one and "without git" not in one
-    everything = reproducing.summary(runs.assign(git_dirty=True, git_commit=COMMIT_1), *files, "smoke")
+    everything = reproducing.summary(runs.assign(git_dirty=True, git_commit=COMMIT_1), lock, "smoke")
     assert "They were trained from a tree with uncommitted changes" in everything
 
 
-def test_the_versions_and_machines_the_runs_recorded(runs, files):
-    text = reproducing.summary(runs, *files, "smoke")
+def test_the_versions_and_machines_the_runs_recorded(runs, lock):
+    text = reproducing.summary(runs, lock, "smoke")
     assert "with Python 3.11.2 and PyTorch 2.13.0+cpu, on one machine" in text
     runs.loc[4:, ["torch", "device", "device_name"]] = ["2.12.1", "cuda", "NVIDIA H200"]
-    text = reproducing.summary(runs, *files, "smoke")
+    text = reproducing.summary(runs, lock, "smoke")
     assert "PyTorch 2.13.0+cpu (4 runs), 2.12.1 (2 runs), on 2 machines" in text
     assert reproducing.machine_rows(runs) == [r"CPU & x86\_64 & Linux-6.1-x86\_64-with-glibc2.36 & 4",
                                               r"CUDA & NVIDIA H200 & Linux-6.1-x86\_64-with-glibc2.36 & 2"]
@@ -87,12 +85,12 @@ def test_the_total_training_time_sums_the_runs_and_shares_a_batched_packs_wall_t
                          run(1, train_seconds=90.0, wall_seconds=3000.0, engine="batched", pack_members=2),
                          run(2, train_seconds=3600.0, wall_seconds=3000.0, engine="batched", pack_members=2)])
     assert reproducing.training_time(runs) == (3720.0, 3040.0)
-    text = reproducing.summary(runs, [], None, "smoke")
+    text = reproducing.summary(runs, None, "smoke")
     assert "1~h 02~min in training steps in all (the sum of the runs' \\texttt{train\\_seconds})" in text
     assert "50~min 40~s with their evaluations (\\texttt{wall\\_seconds})" in text
     # a table without the wall time says only the training steps'
     assert reproducing.training_time(runs.drop(columns="wall_seconds")) == (3720.0, None)
-    assert "evaluations" not in reproducing.summary(runs.drop(columns="wall_seconds"), [], None, "smoke")
+    assert "evaluations" not in reproducing.summary(runs.drop(columns="wall_seconds"), None, "smoke")
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0~s"), (42.2, "42~s"), (59.6, "1~min 00~s"), (750, "12~min 30~s"),
@@ -102,35 +100,37 @@ def test_hours_minutes(seconds, text):
     assert reproducing.hours_minutes(seconds) == text
 
 
-def test_the_files_rows_give_the_sha256_of_the_lock_and_of_each_prepared_dataset(files):
-    data, lock = files
-    rows = reproducing.file_rows(data, lock)
-    lock_sha, data_sha = hashlib.sha256(lock.read_bytes()).hexdigest(), hashlib.sha256(b"made-up arrays").hexdigest()
+def test_the_files_rows_give_the_sha256_of_the_lock_and_of_each_dataset_its_runs_trained_on(runs, lock):
+    lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
+    rows = reproducing.file_rows(runs, lock)
     assert rows == [rf"\texttt{{requirements.lock}} & \texttt{{{lock_sha}}}",
-                    rf"\texttt{{results/data/mnist1d.npz}} & \texttt{{{data_sha}}}"]
-    assert reproducing.file_rows(data, None) == rows[1:]  # no lock: no row for it
+                    rf"\texttt{{results/data/mnist1d.npz}} & \texttt{{{DATA_SHA}}}"]
+    assert reproducing.file_rows(runs, None) == rows[1:]  # no lock: no row for it
+    # runs trained on two different files of one dataset: both are named; runs from before they were recorded
+    other = runs.assign(data_sha256=[DATA_SHA] * 5 + ["f" * 64])
+    assert reproducing.file_rows(other, None) == [rf"\texttt{{results/data/mnist1d.npz}} & \texttt{{{DATA_SHA}}}",
+                                                  rf"\texttt{{results/data/mnist1d.npz}} & \texttt{{{'f' * 64}}}"]
+    assert reproducing.file_rows(runs.drop(columns="data_sha256"), None) == [
+        r"\texttt{results/data/mnist1d.npz} & not recorded"]
 
 
-def test_the_datasets_examples_come_from_the_runs(runs, tmp_path):
-    data = [tmp_path / "mnist1d.npz", tmp_path / "cifar10.npz"]
+def test_the_datasets_examples_come_from_the_runs(runs):
     big = pd.concat([runs, pd.DataFrame([run(9, dataset="cifar10", n_train=50_000, n_test=10_000)])])
-    assert reproducing.data_text(big, data) == (r"\texttt{cifar10} (50{,}000 training and 10{,}000 test examples), "
-                                                r"\texttt{mnist1d} (800 training and 200 test examples)")
-    assert reproducing.data_text(runs.drop(columns="n_train"), data[:1]) == r"\texttt{mnist1d} (examples not recorded)"
+    assert reproducing.data_text(big) == (r"\texttt{cifar10} (50{,}000 training and 10{,}000 test examples), "
+                                          r"\texttt{mnist1d} (800 training and 200 test examples)")
+    assert reproducing.data_text(runs.drop(columns="n_train")) == r"\texttt{mnist1d} (examples not recorded)"
 
 
-def test_without_a_lock_file_the_section_says_so(runs, files):
-    text = reproducing.section(runs, files[0], None, "smoke", [])
+def test_without_a_lock_file_the_section_says_so(runs, lock):
+    text = reproducing.section(runs, None, "smoke", [])
     assert "has no \\texttt{requirements.lock}" in text and "locked environment" not in text
-    assert "Every dependency is locked" in reproducing.section(runs, *files, "smoke", [])
+    assert "Every dependency is locked" in reproducing.section(runs, lock, "smoke", [])
 
 
-def test_special_characters_are_escaped(files, tmp_path):
-    data = tmp_path / "my_data.npz"
-    data.write_bytes(b"x")
+def test_special_characters_are_escaped(lock, tmp_path):
     runs = pd.DataFrame([run(0, dataset="my_data", device="cuda", device_name="GPU #1 & 100% R&D",
                              platform="Linux_6 ~ {x}")])
-    text = reproducing.section(runs, [data], files[1], "my_study", ["configs/my_study.yaml"])
+    text = reproducing.section(runs, lock, "my_study", ["configs/my_study.yaml"])
     assert r"GPU \#1 \& 100\% R\&D" in text and r"Linux\_6 \textasciitilde{} \{x\}" in text
     assert r"\texttt{results/data/my\_data.npz} & \texttt{" in text and r"on \texttt{my\_data} (800 training" in text
     assert r"Study \texttt{my\_study}" in text and r"results/archive/my\_study.tar.gz" in text
@@ -139,23 +139,23 @@ def test_special_characters_are_escaped(files, tmp_path):
         assert "#" not in line.replace(r"\#", "") and "&" not in line.replace(r"\&", "").replace(" & ", "")
 
 
-def test_the_commands_to_train_again_and_to_rebuild_from_the_archive(runs, files):
-    text = reproducing.section(runs, *files, "smoke", ["configs/smoke.yaml"])
+def test_the_commands_to_train_again_and_to_rebuild_from_the_archive(runs, lock):
+    text = reproducing.section(runs, lock, "smoke", ["configs/smoke.yaml"])
     # two hyphens stay two in typewriter type (T1 fonts join "--" into a dash)
     assert "snakemake -{}-cores all -{}-configfile configs/smoke.yaml" in text and "--" not in text.split("\n", 1)[1]
     assert r"\texttt{snakemake -{}-cores 1 archive}} writes, \texttt{results/archive/smoke.tar.gz}" in text
     assert r"python -m batchlab.archive restore results/archive/smoke.tar.gz\\" in text
     assert "in a clone at the commit above" in text
-    default = reproducing.section(runs, *files, "default", [])
+    default = reproducing.section(runs, lock, "default", [])
     assert "snakemake -{}-cores all\n" in default and "configfile" not in default
     tarball = runs.assign(git_commit=None, git_dirty=None)
-    assert "a revision whose training code has the digest above" in reproducing.section(tarball, *files, "s", [])
+    assert "a revision whose training code has the digest above" in reproducing.section(tarball, lock, "s", [])
 
 
-def test_a_runs_table_from_before_runs_recorded_their_code(files):
+def test_a_runs_table_from_before_runs_recorded_their_code(lock):
     runs = pd.DataFrame([run(0)]).drop(columns=["code_digest", "git_commit", "git_dirty", "wall_seconds"])
     assert reproducing.code_rows(runs) == ["not recorded & none & not a git clone & 1"]
-    assert "one revision" in reproducing.section(runs, *files, "smoke", [])
+    assert "one revision" in reproducing.section(runs, lock, "smoke", [])
 
 
 def test_missing_values_read_as_not_recorded_whatever_the_columns_dtype(runs):
@@ -180,22 +180,20 @@ def test_the_parse_imports_the_module_without_pandas():
     assert out.strip() == "False"
 
 
-def test_write_reads_the_runs_table_and_writes_the_section(runs, files, tmp_path):
+def test_write_reads_the_runs_table_and_writes_the_section(runs, lock, tmp_path):
     table = tmp_path / "runs.parquet"
     runs.to_parquet(table, index=False)
     out = tmp_path / "paper" / "reproducing.tex"
-    text = reproducing.write(table, *files, out, study="smoke", configfiles=["configs/smoke.yaml"])
+    text = reproducing.write(table, lock, out, study="smoke", configfiles=["configs/smoke.yaml"])
     assert out.read_text() == text and text.startswith("% Generated by batchlab.reproducing")
     assert "\\section{Reproducing this paper}" in text and "\\label{tab:reproducing}" in text
 
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="LaTeX is not installed")
-def test_the_section_compiles_with_special_characters(files, tmp_path):
-    data = tmp_path / "my_data.npz"
-    data.write_bytes(b"x")
+def test_the_section_compiles_with_special_characters(lock, tmp_path):
     runs = pd.DataFrame([run(0, dataset="my_data", device_name="GPU #1 & 100% R&D ~^", platform="a_b {c} \\d"),
                          run(1, git_commit=None, git_dirty=None)])
-    section = reproducing.section(runs, [data], files[1], "my_study", ["configs/my_study.yaml"])
+    section = reproducing.section(runs, lock, "my_study", ["configs/my_study.yaml"])
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\n\\begin{document}\n"
                    + section + "\\end{document}\n")

@@ -124,9 +124,7 @@ def test_smoke_study_builds_everything(smoke):
     assert f"trained {len(specs)} runs" in section and f"{provenance.training_digest()}}} & " in section
     data = smoke / "results" / "data" / "mnist1d.npz"
     assert hashlib.sha256(data.read_bytes()).hexdigest() in section
-    lock = ROOT / "requirements.lock"
-    assert (hashlib.sha256(lock.read_bytes()).hexdigest() in section if lock.exists() else
-            "has no \\texttt{requirements.lock}" in section)
+    assert hashlib.sha256((ROOT / "requirements.lock").read_bytes()).hexdigest() in section
     assert "snakemake -{}-cores all -{}-configfile smoke.yaml" in section
     # a training job's log shows progress
     log = next((smoke / "logs" / "train_pack").glob("*cnn1d*.log")).read_text()
@@ -226,6 +224,16 @@ def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, t
     assert again.returncode == 0 and jobs_of(again) == {}, again.stdout[-3000:]  # nothing left to do
 
 
+def copy_source_tree(tree: Path) -> None:
+    """What a fresh clone holds that the workflow reads, copied to ``tree``: a tree to edit, or to restore into."""
+    tree.mkdir()
+    for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles", "requirements.lock"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / part, tree / part)
+
+
 def files_of(folder: Path) -> dict[str, str]:
     """Every file and folder under ``folder`` (sha256 of a file's bytes) but what Snakemake itself writes on
     a dry run too: the log of each invocation (.snakemake/log/) and its cache of file times
@@ -239,11 +247,7 @@ def test_an_edit_of_the_package_reruns_the_rules_that_use_it_and_never_training(
     """Snakemake's code trigger sees a rule's script alone; the light rules' code digests (batchlab.provenance)
     carry an edit of the modules they import. An edit of the training code retrains nothing."""
     tree, work = tmp_path / "tree", tmp_path / "work"
-    tree.mkdir()
-    for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles"):
-        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
-        copy(ROOT / part, tree / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree
-                                          else {}))
+    copy_source_tree(tree)
     shutil.copytree(smoke, work, symlinks=True)
 
     def planned() -> dict[str, int]:
@@ -584,14 +588,7 @@ def test_an_archive_rebuilds_the_paper_in_a_fresh_clone_without_training_or_meas
     the archive restored there: the dry run plans no training and no measurement, and the rebuilt paper's
     numbers are byte for byte the archived study's."""
     clone, work = tmp_path / "clone", tmp_path / "work"
-    clone.mkdir()
-    for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles", "requirements.lock"):
-        if (ROOT / part).is_dir():
-            shutil.copytree(ROOT / part, clone / part, ignore=shutil.ignore_patterns("__pycache__"))
-        elif (ROOT / part).exists():
-            shutil.copy(ROOT / part, clone / part)
-    if not (clone / "requirements.lock").exists():  # the archive takes the lock file; a tree without one yet
-        (clone / "requirements.lock").write_text("# the locked dependencies\n")
+    copy_source_tree(clone)
     shutil.copytree(smoke, work, symlinks=True)
 
     def snakemake_in(folder: Path, *args: str) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ dataset preparation both write through it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +56,9 @@ def writing(path: str | Path, what: str):
         raise
     except OSError as error:
         raise StoreError.of(error, f"cannot write {what} to {path}") from error
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks: a prepared CIFAR-10 is hundreds of MB."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import pandas as pd
 import torch
 
-from batchlab import data, models, stacked, store
+from batchlab import data, files, models, stacked, store
 from batchlab.batched import train_batched
 from batchlab.checkpoint import Checkpointer
 from batchlab.sequential import train_run
@@ -102,8 +102,10 @@ class PackDriver:
     steps done, for the progress lines and their ETA."""
 
     def __init__(self, todo: list[dict], resume: dict[str, dict], tensors: dict[str, torch.Tensor],
-                 device: torch.device, runs_root: str, eval_batch_size: int, checkpoints: Checkpointer | None):
+                 device: torch.device, runs_root: str, eval_batch_size: int, checkpoints: Checkpointer | None,
+                 data_sha256: str | None = None):
         self.todo, self.resume, self.tensors, self.device = todo, resume, tensors, device
+        self.data_sha256 = data_sha256  # of the prepared dataset file: each run's summary records it
         self.runs_root, self.eval_batch_size, self.checkpoints = runs_root, eval_batch_size, checkpoints
         self.total_steps = sum(s["steps"] - _start_step(s, resume) for s in todo)
         self.done, self.done_steps, self.t_start = 0, 0, time.perf_counter()
@@ -124,6 +126,7 @@ class PackDriver:
     def finished(self, spec: dict, history: pd.DataFrame, summary: dict, weights: dict | None = None) -> None:
         """Write a finished run to the store (with its kept checkpoint and final weights) and log it."""
         kept = self.checkpoints.final.pop(spec["run_id"], None) if self.checkpoints is not None else None
+        summary["data_sha256"] = self.data_sha256
         store.write_run(self.runs_root, spec, history, summary, checkpoint=kept, weights=weights)
         if self.checkpoints is not None:  # only now: a run that could not be written resumes from it
             self.checkpoints.discard(spec["run_id"])
@@ -178,7 +181,8 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     dev = pick_device(device)
     tensors = to_tensors(data.load(dataset_path), dev)
     todo, resume = runs_to_train(specs, runs_root, checkpoints)
-    driver = PackDriver(todo, resume, tensors, dev, runs_root, eval_batch_size, checkpoints)
+    driver = PackDriver(todo, resume, tensors, dev, runs_root, eval_batch_size, checkpoints,
+                        files.sha256(dataset_path))
     log.info("pack of %d runs, %d steps in all, on %s (%d thread%s)", len(todo), driver.total_steps, dev, threads,
              "s"[: threads > 1])
     with checkpoints.handle_signals() if checkpoints is not None else nullcontext():

@@ -1,7 +1,7 @@
 """The paper's closing section, "Reproducing this paper" (``paper/reproducing.tex``), written from the runs
-table and the files the results were made from: the revisions of the training code that trained the runs
+table and the lock file: the revisions of the training code that trained the runs
 (each code digest, its git commit and whether the tree had uncommitted changes), the SHA-256 of the lock
-file and of each prepared dataset, the Python and PyTorch versions and the machines the runs recorded, the
+file and of each prepared dataset (as the runs recorded it), the Python and PyTorch versions and the machines the runs recorded, the
 total training time, and the two ways to reproduce the paper (train again, or rebuild from the archive).
 
 Nothing in it is typed by hand: every value comes from the results, LaTeX-escaped
@@ -11,12 +11,11 @@ imported only by the functions that read a table. Imports ``files`` and ``format
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from batchlab.files import writing
+from batchlab.files import sha256, writing
 from batchlab.formatting import latex_text
 
 if TYPE_CHECKING:
@@ -40,15 +39,6 @@ def study_file(configfiles: Iterable[str | Path], basedir: str | Path, workdir: 
                 break
         out.append(path.as_posix())
     return out
-
-
-def sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes (hex), read in blocks (a prepared CIFAR-10 is hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _value(x: object) -> object:
@@ -129,18 +119,19 @@ def _sizes(runs: pd.DataFrame, dataset: str) -> str:
     return text or "examples not recorded"
 
 
-def data_text(runs: pd.DataFrame, data_files: Iterable[str | Path]) -> str:
+def data_text(runs: pd.DataFrame) -> str:
     """The datasets the runs read, each with its examples: "\\texttt{mnist1d} (800 training and 200 test
     examples)"."""
-    names = [Path(p).stem for p in sorted(map(str, data_files))]
+    names = sorted({str(name) for name in _column(runs, "dataset") if name is not None})
     return ", ".join(f"{_tt(name)} ({_sizes(runs, name)})" for name in names)
 
 
-def file_rows(data_files: Iterable[str | Path], lock: str | Path | None) -> list[str]:
-    """The table's rows of files and their SHA-256: the lock file, then each prepared dataset."""
+def file_rows(runs: pd.DataFrame, lock: str | Path | None) -> list[str]:
+    """The table's rows of files and their SHA-256: the lock file, then each prepared dataset as its runs
+    recorded it (``data_sha256``; two rows for a dataset whose runs trained on two different files)."""
     rows = [f"{_tt(Path(lock).name)} & {_tt(sha256(lock))}"] if lock is not None else []
-    for path in sorted(map(Path, data_files)):
-        rows.append(f"{_tt(f'results/data/{path.name}')} & {_tt(sha256(path))}")
+    for (dataset, digest), n in counted(runs, "dataset", "data_sha256"):
+        rows.append(f"{_tt(f'results/data/{dataset}.npz')} & {_tt(digest) if digest is not None else NOT_RECORDED}")
     return rows
 
 
@@ -209,7 +200,7 @@ def _display(*lines: str) -> str:
     return "\\begin{quote}\\small\\ttfamily\n" + "\\\\\n".join(_typewriter(line) for line in lines) + "\n\\end{quote}"
 
 
-def summary(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Path | None, study: str) -> str:
+def summary(runs: pd.DataFrame, lock: str | Path | None, study: str) -> str:
     """The opening paragraph: the runs and their data, the revisions of the code, the versions, the machines,
     the time."""
     variants = int((runs["variant"].fillna("") != "").sum()) if "variant" in runs else 0
@@ -219,7 +210,7 @@ def summary(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Pa
     wall = f", {hours_minutes(wall_s)} with their evaluations ({_tt(WALL_SECONDS)})" if wall_s is not None else ""
     sentences = [
         f"Study {_tt(study)} trained {len(runs)} runs" + (f", {variants} of them in variants" if variants else "")
-        + f", on {data_text(runs, data_files)}",
+        + f", on {data_text(runs)}",
         f"{revisions}, with {_versions(runs, 'python', 'Python')} and {_versions(runs, 'torch', 'PyTorch')}, on "
         f"{_count(machines, 'machine')} (Table~\\ref{{tab:reproducing}}): {hours_minutes(train_s)} in training "
         f"steps in all (the sum of the runs' {_tt(TRAIN_SECONDS)}){wall}",
@@ -234,7 +225,7 @@ def summary(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Pa
     return ". ".join(sentences) + "."
 
 
-def table(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Path | None) -> list[str]:
+def table(runs: pd.DataFrame, lock: str | Path | None) -> list[str]:
     """The table's lines: the revisions of the training code, the files and their SHA-256, the machines."""
     return ["\\begin{table}[!htb]", "\\centering\\small",
             "\\caption{The revisions of the training code that trained the runs, the files the results were made from "
@@ -242,7 +233,7 @@ def table(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Path
             "\\label{tab:reproducing}", "\\smallskip",
             *_block("training-code digest & git commit & tree & runs", code_rows(runs), "lllr"),
             "\\par\\medskip",
-            *_block("file & SHA-256", file_rows(data_files, lock), "ll"),
+            *_block("file & SHA-256", file_rows(runs, lock), "ll"),
             "\\par\\medskip",
             *_block("device & device name & platform & runs", machine_rows(runs), "lllr"),
             "\\end{table}"]
@@ -263,23 +254,21 @@ def ways(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: l
             "config followed by the same command trains only the runs the edit adds or changes."]
 
 
-def section(runs: pd.DataFrame, data_files: Iterable[str | Path], lock: str | Path | None, study: str,
-            configfiles: list[str]) -> str:
+def section(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: list[str]) -> str:
     """The LaTeX of the section: what made the results, the table, the two ways to reproduce them.
     ``configfiles`` are the study's config files as :func:`study_file` gives them."""
-    lines = ["% Generated by batchlab.reproducing from results/tables/runs.parquet and the prepared data; do not edit.",
+    lines = ["% Generated by batchlab.reproducing from results/tables/runs.parquet and the lock file; do not edit.",
              "\\section{Reproducing this paper}", "\\label{sec:reproducing}",
-             summary(runs, data_files, lock, study), "", *table(runs, data_files, lock), "",
+             summary(runs, lock, study), "", *table(runs, lock), "",
              *ways(runs, lock, study, configfiles)]
     return "\n".join(lines) + "\n"
 
 
-def write(runs_path: str | Path, data_files: Iterable[str | Path], lock: str | Path | None, out: str | Path,
-          study: str, configfiles: list[str]) -> str:
+def write(runs_path: str | Path, lock: str | Path | None, out: str | Path, study: str, configfiles: list[str]) -> str:
     """Write the section to ``out`` from the runs table at ``runs_path``; return its text."""
     import pandas as pd
 
-    text = section(pd.read_parquet(runs_path), list(data_files), lock, study, configfiles)
+    text = section(pd.read_parquet(runs_path), lock, study, configfiles)
     with writing(out, "the paper's section on reproducing it"):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

@@ -15,7 +15,7 @@ rule archive:
         hardware=[f"results/hardware/{d}-{a}.parquet" for d, a in HARDWARE_PAIRS],
         interpolation=INTERPOLATION_PARTS,
         numbers="paper/numbers.tex",
-        lock=source("requirements.lock"),
+        lock=LOCK,
     output:
         f"results/archive/{STUDY['study']}.tar.gz",
     log:

@@ -3,8 +3,8 @@
 # paper/paper.pdf from the LaTeX source, the figures and these two.
 from batchlab import reproducing  # noqa: E402
 
-# The lock file of the environment, at the root of the source tree: its SHA-256 goes into the paper; a tree
-# without one builds the paper all the same, saying so.
+# The lock file of the environment (requirements.lock, at the root of the source tree): its SHA-256 goes into
+# the paper, and the file into the archive (archive.smk).
 LOCK = source("requirements.lock")
 
 
@@ -32,9 +32,10 @@ rule write_numbers:
 
 rule write_reproducing:
     input:
-        **({"lock": LOCK} if Path(LOCK).exists() else {}),
+        lock=LOCK,
+        # the datasets' SHA-256 come from the runs, which record the file each trained on: not the files
+        # themselves, which a study rebuilt from its archive does not have (docs/reproducing.md)
         runs="results/tables/runs.parquet",
-        data=expand("results/data/{dataset}.npz", dataset=STUDY["datasets"]),
     output:
         "paper/reproducing.tex",
     log:

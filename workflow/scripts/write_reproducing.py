@@ -7,8 +7,7 @@ from batchlab.logs import setup_logging
 setup_logging(snakemake.log[0])
 reproducing.write(
     snakemake.input.runs,
-    snakemake.input.data,
-    snakemake.input.lock if "lock" in snakemake.input.keys() else None,
+    snakemake.input.lock,
     snakemake.output[0],
     study=snakemake.params.study,
     configfiles=snakemake.params.configfiles,
