@@ -225,13 +225,15 @@ def test_a_deleted_run_is_trained_again_alone_even_with_a_stale_receipt(smoke, t
 
 
 def copy_source_tree(tree: Path) -> None:
-    """What a fresh clone holds that the workflow reads, copied to ``tree``: a tree to edit, or to restore into."""
+    """What a fresh clone holds that the workflow reads, copied to ``tree``: a tree to edit, or to restore into.
+    Files keep their times (copy2), as the smoke study's outputs were made after them: the lock file is an
+    input of the paper's reproducing section, and a newer copy would rebuild it."""
     tree.mkdir()
     for part in ("Snakefile", "workflow", "src", "paper", "envs", "profiles", "requirements.lock"):
         if (ROOT / part).is_dir():
             shutil.copytree(ROOT / part, tree / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
-            shutil.copy(ROOT / part, tree / part)
+            shutil.copy2(ROOT / part, tree / part)
 
 
 def files_of(folder: Path) -> dict[str, str]:
