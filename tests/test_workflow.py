@@ -545,6 +545,23 @@ def test_smoke_study_measures_hardware_and_times_to_target(smoke):
     assert "measure_hardware" not in jobs and jobs.get("render_figures_hardware") == 1
 
 
+def test_a_hardware_measurement_holds_every_core_so_it_runs_alone(tmp_path):
+    """Its timings are not a shared machine's: on one machine the job asks for every core Snakemake has, so no
+    other job runs beside it; the other jobs ask for one."""
+    for cores in ("2", "3"):
+        result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                                 str(tmp_path), "--configfile", str(SMOKE), "-n", "--cores", cores],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", result.stdout, re.MULTILINE)
+        threads = {}
+        for rule, body in blocks:
+            m = re.search(r"^    threads: (\d+)$", body, re.MULTILINE)
+            threads.setdefault(rule, set()).add(int(m.group(1)) if m else 1)
+        assert threads["measure_hardware"] == {int(cores)}, threads
+        assert all(found == {1} for rule, found in threads.items() if rule != "measure_hardware"), threads
+
+
 def test_the_smoke_study_interpolates_each_architecture_between_its_smallest_and_largest_batch(smoke):
     specs = smoke_specs()
     table = pd.read_parquet(smoke / "results" / "tables" / "interpolation.parquet")

@@ -11,6 +11,15 @@ HARDWARE_PAIRS = (
 )
 
 
+# Timings taken while other jobs share the machine's cores zigzag with whatever else runs. On one machine a
+# measurement job holds every core Snakemake was given (Snakemake caps a job's threads at --cores), so no
+# other job runs beside it; torch still uses training.threads, as a training job does. Under a cluster
+# executor each job has its own allocation (docs/configuration.md#the-hardware-side).
+HARDWARE_THREADS = (
+    workflow.cores if workflow.resource_settings.nodes is None else TRAINING["threads"]
+)
+
+
 # Like a training job's: memory for the interpreter, torch and the dataset, grown with each retry; GPUs as a
 # training job's (train_resources).
 HARDWARE_RESOURCES = dict(
@@ -31,10 +40,11 @@ rule measure_hardware:
         "results/benchmarks/measure_hardware/{dataset}-{arch}.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: TRAINING["threads"]
+    threads: HARDWARE_THREADS
     resources:
         **HARDWARE_RESOURCES,
     params:
+        threads=TRAINING["threads"],
         settings=lambda w: grid.hardware_settings(RUNS, w.dataset, w.arch),
         max_batch_size=HARDWARE["max_batch_size"],
         warmup_steps=HARDWARE["warmup_steps"],

@@ -20,7 +20,7 @@ table = hardware.measure(
     warmup_steps=snakemake.params.warmup_steps,
     repeats=snakemake.params.repeats,
     device=snakemake.params.device,
-    threads=snakemake.threads,
+    threads=snakemake.params.threads,  # as training: the job holds every core only to run alone
 )
 Path(snakemake.output[0]).parent.mkdir(parents=True, exist_ok=True)
 table.to_parquet(snakemake.output[0], index=False)
