@@ -14,15 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
 
-def test_engine_benchmark_prints_a_ratio_per_setting():
+def test_engine_benchmark_prints_both_baselines_and_both_modes_per_setting():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "engine.py"), "--quick", "--members", "4"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"train only\s.*\|\s+with measurements", result.stdout), result.stdout
     rows = [line for line in result.stdout.splitlines() if re.match(r"^(mlp|cnn1d)\s+\d+", line)]
     assert len(rows) == 6, result.stdout
+    seconds, ratio = r"\d+\.\d+", r"\d+\.\d+x"
+    mode = rf"{seconds}\s+{seconds}\s+{seconds}\s+{ratio}\s+{ratio}"  # dataloader, tight, batchlab, 2 speed-ups
     for row in rows:
-        fields = row.split()
-        assert fields[-2] in ("batched", "sequential") and re.fullmatch(r"\d+\.\d+x", fields[-1]), row
+        assert re.fullmatch(rf"(mlp|cnn1d)\s+\d+\s+4\s+10\s+{mode}\s+\|\s+{mode}\s+(batched|sequential)", row), row
     print(result.stdout)
 
 
