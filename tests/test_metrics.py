@@ -297,12 +297,15 @@ def test_is_per_example():
     assert not metrics.is_per_example(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4, 2)))  # masks
 
 
+@pytest.mark.parametrize("rounding", [1, 4])
 @pytest.mark.parametrize("arch", ["mlp", "cnn1d"])
-def test_noise_scale_from_distinct_examples_equals_the_batches_as_drawn(arch):
-    """Forwarding each distinct example of a draw once, its loss weighted by its count, gives the gradients
-    of the batches as drawn (repeats included): float64 to 1e-10, the same seeded draws."""
+def test_noise_scale_from_distinct_examples_equals_the_batches_as_drawn(arch, rounding, monkeypatch):
+    """Forwarding each distinct example of a draw once (padded with weight-0 repeats to a multiple of
+    ``rounding``), its loss weighted by its count, gives the gradients of the batches as drawn (repeats
+    included): float64 to 1e-10, the same seeded draws."""
     from batchlab import models
 
+    monkeypatch.setattr(metrics, "DISTINCT_ROUNDING", rounding)
     torch.manual_seed(0)
     model = models.build(arch, (1, 40), 10).double()
     x, y = torch.randn(50, 1, 40, dtype=torch.float64), torch.randint(0, 10, (50,))  # 32 of 50: many repeats
@@ -310,7 +313,7 @@ def test_noise_scale_from_distinct_examples_equals_the_batches_as_drawn(arch):
     distinct = metrics.measure_noise_scale(model, x, y, 8, 32, pairs=3, seed=5, distinct=True)
     assert distinct == pytest.approx(plain, rel=1e-10)
     assert metrics.measure_noise_scale(model, x, y, 8, 32, pairs=3, seed=5) == distinct  # the default here
-    idx = torch.tensor([3, 3, 7, 0, 3])
+    idx = torch.tensor([3, 3, 7, 0, 3, 9])
     with torch.no_grad():
         assert float(metrics.batch_loss(model, x, y, idx, True)) == pytest.approx(
             float(nn.functional.cross_entropy(model(x[idx]), y[idx])), rel=1e-12)

@@ -105,17 +105,30 @@ def is_per_example(model: torch.nn.Module) -> bool:
     return all(type(m) in PER_EXAMPLE_LAYERS for m in model.modules())
 
 
+# distinct examples are forwarded in a multiple of this many (the rest weighted 0): a new batch shape costs
+# kernel set-up (oneDNN's primitives on the CPU), so the shapes a measurement uses stay few
+DISTINCT_ROUNDING = 64
+
+
 def batch_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
                distinct: bool = False) -> torch.Tensor:
     """``model``'s mean cross-entropy over the examples ``idx`` of ``(x, y)`` (repeats counted). With
     ``distinct`` (for a model that :func:`is_per_example`) each distinct example is forwarded once and its
     loss weighted by how often it was drawn: the same loss and gradient, for fewer examples' work (a draw of
-    2048 of 4000 with replacement holds about 1600 distinct ones)."""
+    2048 of 4000 with replacement holds about 1600 distinct ones). The distinct examples are padded with
+    weight-0 repeats to a multiple of :data:`DISTINCT_ROUNDING`; where that saves nothing, the batch is
+    forwarded as drawn."""
+    if distinct:
+        unique, counts = torch.unique(idx, return_counts=True)
+        size = -(-len(unique) // DISTINCT_ROUNDING) * DISTINCT_ROUNDING
+        distinct = size < len(idx)
     if not distinct:
         return torch.nn.functional.cross_entropy(logits32(model(x[idx])), y[idx])
-    unique, counts = torch.unique(idx, return_counts=True)
+    pad = size - len(unique)
+    unique = torch.cat([unique, unique[:1].expand(pad)])
+    weights = torch.cat([counts, counts.new_zeros(pad)])
     losses = torch.nn.functional.cross_entropy(logits32(model(x[unique])), y[unique], reduction="none")
-    return (losses * counts.to(losses.dtype)).sum() / len(idx)
+    return (losses * weights.to(losses.dtype)).sum() / len(idx)
 
 
 def measure_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int, b_big: int,
