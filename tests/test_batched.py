@@ -313,7 +313,7 @@ def test_evaluating_members_equals_the_stacked_forward_and_each_run_alone(arch, 
         opt.zero_grad()
         batched.member_losses(model(x), torch.randint(0, 10, (3, 16))).sum().backward()
         opt.step()
-    sets = [(torch.randn(37, *shape), torch.randint(0, 10, (37,))), (torch.randn(11, *shape), torch.randint(0, 10, (11,)))]
+    sets = [(torch.randn(n, *shape), torch.randint(0, 10, (n,))) for n in (37, 11)]
     got = batched.evaluate_members(model, members, [0, 2], sets, batch_size=8)
     assert sorted(got) == [0, 2]
     model.eval()

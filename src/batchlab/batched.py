@@ -37,7 +37,8 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate_members(model: StackedModel, members: list[torch.nn.Module], which: list[int],
-                     sets: list[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> dict[int, list[tuple[float, float]]]:
+                     sets: list[tuple[torch.Tensor, torch.Tensor]],
+                     batch_size: int) -> dict[int, list[tuple[float, float]]]:
     """Mean cross-entropy and accuracy on each of ``sets`` (``(x, y)`` pairs) of the members ``which``: each
     member's current state is loaded once into its own module (``members``) and evaluated as a run alone
     is. The stacked forward pass is no cheaper here: on the CPU it was about 2x slower for the 1-D CNN at

@@ -138,11 +138,13 @@ def measure_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     estimator's i.i.d. batches) by a generator seeded with ``seed``. In training mode, as the gradients of
     training are; the model comes back as it was (buffers such as batch-norm statistics restored, no
     ``.grad`` touched), so training goes on unperturbed. ``distinct`` (default: where the model
-    :func:`is_per_example`) forwards each distinct example of a draw once (:func:`batch_loss`)."""
+    :func:`is_per_example`, on the CPU) forwards each distinct example of a draw once (:func:`batch_loss`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
-    distinct = is_per_example(model) if distinct is None else distinct
+    # on a GPU these batches are bound by kernel launches, not arithmetic, and a draw's count of distinct
+    # examples would cost a synchronization: the batches go as drawn there
+    distinct = is_per_example(model) and x.device.type == "cpu" if distinct is None else distinct
     generator = torch.Generator().manual_seed(seed)
     squared: dict[int, list[torch.Tensor]] = {b_small: [], b_big: []}
     model.train()
