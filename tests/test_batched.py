@@ -11,9 +11,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from batchlab import batched, data, models, packs, sequential, stacked, stacked_optim, training
+from batchlab import batched, data, metrics, models, packs, sequential, stacked, stacked_optim, training
 from studies import tiny_specs
 
 CPU = torch.device("cpu")
@@ -296,3 +297,32 @@ def test_float16_packs_train_batched_and_skip_the_steps_the_run_alone_skips(mnis
         assert not math.isfinite(history["grad_norm_max"].iloc[1])  # a window of skipped steps
         assert history["grad_norm_max"].map(math.isfinite).any()
         assert abs(summary["final_test_acc"] - alone_summary["final_test_acc"]) <= 0.1
+
+
+@pytest.mark.parametrize("arch, shape", [("mlp", (1, 40)), ("cnn1d", (1, 40)), ("cnn_bn", (1, 8, 8))])
+def test_evaluating_members_equals_the_stacked_forward_and_each_run_alone(arch, shape, float64):
+    """After a few stacked updates (batch-norm statistics moved too), each member's evaluation on two sets
+    equals the stacked model's own forward pass in evaluation mode and a fresh module given the member's
+    weights, float64 to 1e-10."""
+    torch.manual_seed(0)
+    members = [models.build(arch, shape, 10) for _ in range(3)]
+    model = stacked.StackedModel(members)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):  # training mode: the members' batch-norm running averages move apart
+        x = torch.randn(3, 16, *shape) + torch.arange(3.0).view(3, 1, *[1] * len(shape))
+        opt.zero_grad()
+        batched.member_losses(model(x), torch.randint(0, 10, (3, 16))).sum().backward()
+        opt.step()
+    sets = [(torch.randn(n, *shape), torch.randint(0, 10, (n,))) for n in (37, 11)]
+    got = batched.evaluate_members(model, members, [0, 2], sets, batch_size=8)
+    assert sorted(got) == [0, 2]
+    model.eval()
+    for i in (0, 2):
+        alone = models.build(arch, shape, 10)
+        alone.load_state_dict({k: v.clone() for k, v in model.member_state(i).items()})
+        for (x, y), (loss, acc) in zip(sets, got[i]):
+            assert (loss, acc) == metrics.evaluate(alone, x, y, 8)  # as a run alone: bitwise
+            with torch.no_grad():
+                logits = model(x.unsqueeze(0).expand(3, *x.shape))[i]
+            assert loss == pytest.approx(float(F.cross_entropy(logits, y)), rel=1e-10)
+            assert acc == float((logits.argmax(1) == y).double().mean())

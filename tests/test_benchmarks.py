@@ -28,6 +28,16 @@ def test_engine_benchmark_prints_both_baselines_and_both_modes_per_setting():
     print(result.stdout)
 
 
+def test_measurements_benchmark_prints_each_part_against_training():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "measurements.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = re.findall(r"^(mlp|cnn1d)\s+B=(\d+)\s.*training [\d.]+ s  evaluations [\d.]+ s \([\d.]+x\)  "
+                      r"noise scale [\d.]+ s \([\d.]+x\)  sharpness [\d.]+ s \([\d.]+x\)$", result.stdout, re.MULTILINE)
+    assert rows == [("cnn1d", "128"), ("cnn1d", "512"), ("mlp", "128"), ("mlp", "512")], result.stdout
+    print(result.stdout)
+
+
 def test_pipeline_benchmark_prints_each_step_against_the_floor_and_the_goal():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick"],
                             capture_output=True, text=True, timeout=900)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -181,6 +182,47 @@ def test_evaluate_perfect_classifier():
     assert np.isfinite(loss)
 
 
+def _bn_model(dtype: torch.dtype) -> nn.Module:
+    """A 1-D CNN with batch norm whose running statistics have moved away from their start (so evaluation
+    mode and training mode give different outputs)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 12, 5)).to(dtype)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 1, 12, dtype=dtype) * 3 + 1)
+    return model
+
+
+@pytest.mark.parametrize("dtype, rel", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_evaluate_equals_the_straightforward_computation(dtype, rel, batch_norm):
+    """The chunked evaluation (inference mode, sums kept on the device, read once) against one forward pass
+    over the whole set in evaluation mode: the same mean loss (float64 to 1e-10, float32 to 1e-6 relative)
+    and the same accuracy, whatever the chunk size; batch norm uses its running statistics."""
+    torch.manual_seed(1)
+    x, y = torch.randn(203, 1, 12, dtype=dtype), torch.randint(0, 5, (203,))
+    if batch_norm:
+        model = _bn_model(dtype)
+    else:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 5)).to(dtype)
+    model.train()
+    with torch.no_grad():
+        model.eval()
+        logits = model(x)
+        model.train()
+        expected_loss = float(nn.functional.cross_entropy(logits, y))
+        expected_acc = float((logits.argmax(1) == y).double().mean())
+    if batch_norm:  # training mode (batch statistics) would give other numbers
+        assert not torch.allclose(copy.deepcopy(model)(x), logits)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for batch_size in (1, 7, 100, 203, 1000):
+        loss, acc = metrics.evaluate(model, x, y, batch_size)
+        assert loss == pytest.approx(expected_loss, rel=rel)
+        assert acc == expected_acc
+    assert model.training and all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
 # -- gradient noise scale (McCandlish et al. 2018, appendix A.1) ---------------------------------------------
 
 
@@ -245,6 +287,45 @@ def test_measuring_the_noise_scale_leaves_the_model_as_it_was():
     assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=3, seed=8) != a
 
 
+def test_is_per_example():
+    from batchlab import models
+
+    for arch in ("logreg", "mlp", "cnn1d"):
+        assert metrics.is_per_example(models.build(arch, (1, 40), 10))
+    assert metrics.is_per_example(models.build("cnn", (3, 8, 8), 10))
+    assert not metrics.is_per_example(models.build("cnn_bn", (3, 8, 8), 10))  # batch statistics
+    assert not metrics.is_per_example(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4, 2)))  # masks
+
+
+@pytest.mark.parametrize("rounding", [1, 4])
+@pytest.mark.parametrize("arch", ["mlp", "cnn1d"])
+def test_noise_scale_from_distinct_examples_equals_the_batches_as_drawn(arch, rounding, monkeypatch):
+    """Forwarding each distinct example of a draw once (padded with weight-0 repeats to a multiple of
+    ``rounding``), its loss weighted by its count, gives the gradients of the batches as drawn (repeats
+    included): float64 to 1e-10, the same seeded draws."""
+    from batchlab import models
+
+    monkeypatch.setattr(metrics, "DISTINCT_ROUNDING", rounding)
+    torch.manual_seed(0)
+    model = models.build(arch, (1, 40), 10).double()
+    x, y = torch.randn(50, 1, 40, dtype=torch.float64), torch.randint(0, 10, (50,))  # 32 of 50: many repeats
+    plain = metrics.measure_noise_scale(model, x, y, 8, 32, pairs=3, seed=5, distinct=False)
+    distinct = metrics.measure_noise_scale(model, x, y, 8, 32, pairs=3, seed=5, distinct=True)
+    assert distinct == pytest.approx(plain, rel=1e-10)
+    assert metrics.measure_noise_scale(model, x, y, 8, 32, pairs=3, seed=5) == distinct  # the default here
+    idx = torch.tensor([3, 3, 7, 0, 3, 9])
+    with torch.no_grad():
+        assert float(metrics.batch_loss(model, x, y, idx, True)) == pytest.approx(
+            float(nn.functional.cross_entropy(model(x[idx]), y[idx])), rel=1e-12)
+
+
+def test_noise_scale_of_a_batch_norm_model_uses_the_batches_as_drawn():
+    model = _bn_model(torch.float64)
+    x, y = torch.randn(40, 1, 12, dtype=torch.float64), torch.randint(0, 5, (40,))
+    plain = metrics.measure_noise_scale(model, x, y, 4, 16, pairs=2, seed=3, distinct=False)
+    assert metrics.measure_noise_scale(model, x, y, 4, 16, pairs=2, seed=3) == plain
+
+
 # -- sharpness (Keskar et al. 2017) ----------------------------------------------------------------------------
 
 
@@ -287,3 +368,39 @@ def test_sharpness_of_a_model_grows_with_epsilon_and_leaves_the_model_unchanged(
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and all(p.grad is None for p in model.parameters())
     assert metrics.sharpness(model, x, y, 1e-3, steps=5, seed=1) == large  # seeded
+
+
+def _reference_sharpness(model, x, y, epsilon, steps, seed):
+    """The projected sign ascent written out plainly: a gradient at every point, one parameter at a time."""
+    params = list(model.parameters())
+    originals = [p.detach().clone() for p in params]
+    bounds = [epsilon * (w.abs() + 1) for w in originals]
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        base = float(nn.functional.cross_entropy(model(x), y))
+        for p, w, b in zip(params, originals, bounds):
+            p.copy_(w + (torch.rand(w.shape, generator=generator, dtype=w.dtype) * 2 - 1) * b)
+    best = base
+    for _ in range(steps + 1):
+        loss = nn.functional.cross_entropy(model(x), y)
+        best = max(best, float(loss.detach()))
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, w, b, g in zip(params, originals, bounds, grads):
+                p.copy_(torch.minimum(torch.maximum(p + 0.25 * b * g.sign(), w - b), w + b))
+    with torch.no_grad():
+        for p, w in zip(params, originals):
+            p.copy_(w)
+    model.train()
+    return 100.0 * (best - base) / (1.0 + base)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sharpness_equals_the_plain_ascent(dtype):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3)).to(dtype)
+    x, y = torch.randn(200, 1, 10, dtype=dtype), torch.randint(0, 3, (200,))
+    for epsilon in (1e-3, 0.05):
+        expected = _reference_sharpness(model, x, y, epsilon, 6, seed=2)
+        assert metrics.sharpness(model, x, y, epsilon, steps=6, seed=2) == pytest.approx(expected, rel=1e-12)

@@ -51,18 +51,27 @@ def is_diverged(loss: float, initial_loss: float, loss_factor: float) -> bool:
     return not math.isfinite(loss) or loss > loss_factor * initial_loss
 
 
-@torch.no_grad()
+def logits32(out: torch.Tensor) -> torch.Tensor:
+    """A model's output for the loss: half precision (autocast's bf16 or fp16) widened to float32; float32
+    and float64 as they are."""
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
+
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in chunks of ``batch_size``."""
+    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in chunks of ``batch_size``. The chunks' sums
+    are added up in float64 on the device and read once (one synchronization, not one per chunk); the
+    result does not depend on ``batch_size`` beyond the last bits of float summation."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size]).float()
-        loss_sum += float(torch.nn.functional.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
-        correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
+        out = logits32(model(x[i : i + batch_size]))
+        loss_sum += torch.nn.functional.cross_entropy(out, y[i : i + batch_size], reduction="sum")
+        correct += (out.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
-    return loss_sum / len(x), correct / len(x)
+    return float(loss_sum) / len(x), int(correct) / len(x)
 
 
 NOISE_SCALE = ("noise_grad_sq", "noise_trace", "b_simple")
@@ -85,32 +94,72 @@ def noise_scale(small_sq: Sequence[float], big_sq: Sequence[float], b_small: int
     return {"noise_grad_sq": g2, "noise_trace": trace, "b_simple": trace / g2 if g2 > 0 else math.nan}
 
 
+# layers whose training-mode output for an example depends on that example alone (no batch statistics, no
+# random masks): a model built of these alone gives a batch's gradient from each distinct example once
+PER_EXAMPLE_LAYERS = (torch.nn.Sequential, torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ReLU,
+                      torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.Flatten, torch.nn.Identity)
+
+
+def is_per_example(model: torch.nn.Module) -> bool:
+    """Whether ``model`` (in training mode) maps each example of a batch independently of the others."""
+    return all(type(m) in PER_EXAMPLE_LAYERS for m in model.modules())
+
+
+# distinct examples are forwarded in a multiple of this many (the rest weighted 0): a new batch shape costs
+# kernel set-up (oneDNN's primitives on the CPU), so the shapes a measurement uses stay few
+DISTINCT_ROUNDING = 64
+
+
+def batch_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+               distinct: bool = False) -> torch.Tensor:
+    """``model``'s mean cross-entropy over the examples ``idx`` of ``(x, y)`` (repeats counted). With
+    ``distinct`` (for a model that :func:`is_per_example`) each distinct example is forwarded once and its
+    loss weighted by how often it was drawn: the same loss and gradient, for fewer examples' work (a draw of
+    2048 of 4000 with replacement holds about 1600 distinct ones). The distinct examples are padded with
+    weight-0 repeats to a multiple of :data:`DISTINCT_ROUNDING`; where that saves nothing, the batch is
+    forwarded as drawn."""
+    if distinct:
+        unique, counts = torch.unique(idx, return_counts=True)
+        size = -(-len(unique) // DISTINCT_ROUNDING) * DISTINCT_ROUNDING
+        distinct = size < len(idx)
+    if not distinct:
+        return torch.nn.functional.cross_entropy(logits32(model(x[idx])), y[idx])
+    pad = size - len(unique)
+    unique = torch.cat([unique, unique[:1].expand(pad)])
+    weights = torch.cat([counts, counts.new_zeros(pad)])
+    losses = torch.nn.functional.cross_entropy(logits32(model(x[unique])), y[unique], reduction="none")
+    return (losses * weights.to(losses.dtype)).sum() / len(idx)
+
+
 def measure_noise_scale(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b_small: int, b_big: int,
-                        pairs: int, seed: int) -> dict[str, float]:
+                        pairs: int, seed: int, distinct: bool | None = None) -> dict[str, float]:
     """:func:`noise_scale` of ``model``'s mean cross-entropy on ``(x, y)`` at its current weights, from
     ``pairs`` gradients over ``b_small`` and ``pairs`` over ``b_big`` examples drawn with replacement (the
     estimator's i.i.d. batches) by a generator seeded with ``seed``. In training mode, as the gradients of
     training are; the model comes back as it was (buffers such as batch-norm statistics restored, no
-    ``.grad`` touched), so training goes on unperturbed."""
+    ``.grad`` touched), so training goes on unperturbed. ``distinct`` (default: where the model
+    :func:`is_per_example`, on the CPU) forwards each distinct example of a draw once (:func:`batch_loss`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
+    # on a GPU these batches are bound by kernel launches, not arithmetic, and a draw's count of distinct
+    # examples would cost a synchronization: the batches go as drawn there
+    distinct = is_per_example(model) and x.device.type == "cpu" if distinct is None else distinct
     generator = torch.Generator().manual_seed(seed)
-    squared: dict[int, list[float]] = {b_small: [], b_big: []}
+    squared: dict[int, list[torch.Tensor]] = {b_small: [], b_big: []}
     model.train()
     try:
         for _ in range(pairs):
             for b in (b_small, b_big):
                 idx = torch.randint(len(x), (b,), generator=generator).to(x.device)
-                loss = torch.nn.functional.cross_entropy(model(x[idx]).float(), y[idx])
-                grads = torch.autograd.grad(loss, params)
-                squared[b].append(float(torch.stack(torch._foreach_norm(grads)).square().sum()))
+                grads = torch.autograd.grad(batch_loss(model, x, y, idx, distinct), params)
+                squared[b].append(torch.stack(torch._foreach_norm(grads)).square().sum())
     finally:
         with torch.no_grad():
             for name, b in model.named_buffers():
                 b.copy_(buffers[name])
         model.train(was_training)
-    return noise_scale(squared[b_small], squared[b_big], b_small, b_big)
+    return noise_scale(*(torch.stack(squared[b]).tolist() for b in (b_small, b_big)), b_small, b_big)
 
 
 def sharpness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int = 10,
@@ -128,7 +177,7 @@ def sharpness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon:
 def _mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     total = 0.0
     for i in range(0, len(x), batch_size):
-        total = total + torch.nn.functional.cross_entropy(model(x[i : i + batch_size]).float(), y[i : i + batch_size],
+        total = total + torch.nn.functional.cross_entropy(logits32(model(x[i : i + batch_size])), y[i : i + batch_size],
                                                           reduction="sum")
     return total / len(x)
 
@@ -141,6 +190,9 @@ def _box_sharpness(loss_fn, params: list[torch.Tensor], epsilon: float, steps: i
         model.eval()
     originals = [p.detach().clone() for p in params]
     bounds = [epsilon * (w.abs() + 1) for w in originals]
+    # the box's faces and the step (a quarter of each half-width), once: each step is then five fused calls
+    lows, highs = torch._foreach_sub(originals, bounds), torch._foreach_add(originals, bounds)
+    quarters = torch._foreach_mul(bounds, 0.25)
     generator = torch.Generator().manual_seed(seed)
     try:
         with torch.no_grad():
@@ -149,13 +201,18 @@ def _box_sharpness(loss_fn, params: list[torch.Tensor], epsilon: float, steps: i
                 start = (torch.rand(w.shape, generator=generator, dtype=w.dtype) * 2 - 1).to(w.device)
                 p.copy_(w + start * b)
         best = base
-        for _ in range(steps + 1):
+        for _ in range(steps):
             loss = loss_fn()
             best = max(best, float(loss.detach()))
             grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():
-                for p, w, b, g in zip(params, originals, bounds, grads):
-                    p.copy_(torch.minimum(torch.maximum(p + 0.25 * b * g.sign(), w - b), w + b))
+            with torch.no_grad():  # p <- clip(p + b / 4 * sign(g), w - b, w + b)
+                moved = torch._foreach_add([p.detach() for p in params],
+                                           torch._foreach_mul(quarters, torch._foreach_sign(grads)))
+                torch._foreach_maximum_(moved, lows)
+                torch._foreach_minimum_(moved, highs)
+                torch._foreach_copy_([p.detach() for p in params], moved)
+        with torch.no_grad():  # the last point's loss: no step follows it, so no gradient
+            best = max(best, float(loss_fn()))
     finally:
         with torch.no_grad():
             for p, w in zip(params, originals):
