@@ -1,23 +1,27 @@
 """One training step of K MNIST-1D CNNs (cnn1d) at once, in each form a stacked 1-D convolution can take,
 against the K runs one after another, measured in the same run.
 
-On the CPU the batched engine trains a pack of cnn1d runs as one stacked model only up to batch size
-``batchlab.packs.CPU_BATCHED_MAX_BATCH["conv"]``; above, the runs train one after another. This script
-shows why, by timing one step (forward, backward, the gradient norm the engines record, SGD-momentum
-update; no evaluation) of K members, 1 thread, in these forms:
+On the CPU the batched engine trains a pack of cnn1d runs as one stacked model up to batch size
+``batchlab.packs.CPU_BATCHED_MAX_BATCH["conv1d"]``; above, the runs train one after another. This script
+measures where stacking pays, by timing one step (forward, backward, the gradient norm the engines record,
+SGD-momentum update; no evaluation) of K members, 1 thread, in these forms:
 
 - ``alone``: K plain models one after another, each with torch.optim.SGD (the sequential engine; oneDNN
   as ``batchlab.training.use_onednn`` says: on from batch 32);
-- ``unfold``: batchlab's StackedModel (1-D convolutions as unfold + baddbmm, channels last);
+- ``unfold``: batchlab's StackedModel with its 1-D convolutions unfolded (unfold + baddbmm, channels
+  last), the batched engine's form below batch 32 (and on CUDA);
 - ``grouped``, ``grouped-nodnn``: one grouped Conv1d over the members' channels side by side,
   ``(B, K*C, L)``, ``groups=K``, with oneDNN on and off;
-- ``grouped2d-cl``: the same as a Conv2d with H=1 in the channels_last memory format (1-D convolutions have
-  no channels-last format of their own);
+- ``channels_last``: StackedModel's other form (its 1-D convolutions as one grouped Conv2d with H=1 in the
+  channels_last memory format, which 1-D convolutions lack; oneDNN on), which the batched engine takes from
+  batch 32 on the CPU (batchlab.batched.conv1d_form);
 - ``vmap``: torch.func.vmap over torch.func.functional_call of one model with the members' parameters
-  stacked, ``(K, ...)``.
+  stacked, ``(K, ...)``;
+- ``alone-cl``: for comparison, ``alone`` with each Conv1d run as that channels_last Conv2d (groups=1):
+  how much of the gain is the memory format, not the stacking. The sequential engine does not do this.
 
 The stacked forms share batchlab's StackedOptimizer (a learning rate per member). Before timing, each
-stacked form's losses, gradients and updated parameters are checked against ``alone`` in float64 (1e-10),
+form's losses, gradients and updated parameters are checked against ``alone`` in float64 (1e-10),
 so every form does the same work. Times: the best of a few repeats, the forms taking turns; the ratio is
 ``alone``'s time over the form's (above 1: faster than one after another).
 
@@ -41,11 +45,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from batchlab import metrics, models, packs, stacked, stacked_optim, training  # noqa: E402
+from batchlab import batched, metrics, models, packs, stacked, stacked_optim, training  # noqa: E402
 from batchlab.batched import member_losses  # noqa: E402
 
 CPU = torch.device("cpu")
 INPUT, CLASSES = (1, 40), 10  # MNIST-1D
+BASELINES = ("alone", "alone-cl")  # the forms that do not stack
 CLEAR_MARGIN = 1.15  # a stacked form must beat one after another by this much to be worth switching to
 
 
@@ -83,13 +88,28 @@ class Alone:
         return {n: (p.grad if what == "grad" else p).detach() for n, p in self.nets[i].named_parameters()}
 
 
+class AloneChannelsLast(Alone):
+    """``alone`` with each Conv1d run as the channels_last Conv2d of the stacked form (groups=1): how much of
+    that form's gain is the memory format rather than the stacking. Not what the sequential engine does."""
+
+    def __init__(self, nets: list[torch.nn.Sequential], onednn: bool):
+        super().__init__(nets, onednn)
+        for conv in (m for net in self.nets for m in net if isinstance(m, torch.nn.Conv1d)):
+            conv._conv_forward = functools.partial(self._channels_last, conv)
+
+    @staticmethod
+    def _channels_last(conv: torch.nn.Conv1d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        return stacked._conv1d_channels_last(x, weight, bias, conv.stride, conv.padding, conv.dilation, 1)
+
+
 class Stacked:
     """K members as one StackedModel (its 1-D convolutions in the form ``conv1d``) with StackedOptimizer."""
 
     def __init__(self, nets: list[torch.nn.Sequential], onednn: bool, conv1d: str = "unfold"):
-        self.onednn, self.model = onednn, stacked.StackedModel(copy.deepcopy(nets))
-        if conv1d != "unfold":
-            as_grouped(self.model, conv1d)
+        form = "unfold" if conv1d == "grouped" else conv1d
+        self.onednn, self.model = onednn, stacked.StackedModel(copy.deepcopy(nets), form)
+        if conv1d == "grouped":
+            as_grouped(self.model)
         self.params = self.model.stacked_parameters()
         k = len(nets)
         self.opt = stacked_optim.StackedOptimizer(self.params, k, "sgd", momentum=torch.full((k,), 0.9),
@@ -110,17 +130,9 @@ class Stacked:
         return out
 
 
-def _conv2d_channels_last(x, weight, bias, stride, padding, dilation, groups):
-    """A 1-D convolution as a Conv2d with H=1 in the channels_last format: (B, C, L) -> (B, C_out, L_out)."""
-    x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-    w = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-    out = F.conv2d(x, w, bias, (1, stride[0]), (0, padding[0]), (1, dilation[0]), groups)
-    return out.squeeze(2)
-
-
-def as_grouped(model: stacked.StackedModel, form: str) -> None:
-    """Turn the unfolded 1-D convolutions of ``model`` into grouped ones (``form``: "grouped", a Conv1d;
-    "grouped2d-cl", a Conv2d with H=1, channels_last), their weights laid out (K*C_out, C_in, kernel)."""
+def as_grouped(model: stacked.StackedModel) -> None:
+    """Turn the unfolded 1-D convolutions of ``model`` into grouped Conv1d's, their weights laid out
+    (K*C_out, C_in, kernel)."""
     for index, kind in enumerate(model.kinds):
         if kind != "unfold":
             continue
@@ -129,7 +141,7 @@ def as_grouped(model: stacked.StackedModel, form: str) -> None:
         mod.weight = torch.nn.Parameter(torch.cat(own).contiguous())
         if mod.bias is not None:
             mod.bias = torch.nn.Parameter(mod.bias.detach().reshape(-1).clone())
-        mod.conv = F.conv1d if form == "grouped" else _conv2d_channels_last
+        mod.conv = F.conv1d
         mod.stride, mod.padding, mod.dilation = (mod.stride,), (mod.padding,), (1,)
         model.kinds[index] = "conv"
 
@@ -167,10 +179,11 @@ def forms(batch_size: int) -> dict[str, Callable]:
     dnn = training.use_onednn(CPU, batch_size)
     return {
         "alone": functools.partial(Alone, onednn=dnn),
+        "alone-cl": functools.partial(AloneChannelsLast, onednn=True),
         "unfold": functools.partial(Stacked, onednn=dnn),
         "grouped": functools.partial(Stacked, onednn=True, conv1d="grouped"),
         "grouped-nodnn": functools.partial(Stacked, onednn=False, conv1d="grouped"),
-        "grouped2d-cl": functools.partial(Stacked, onednn=True, conv1d="grouped2d-cl"),
+        "channels_last": functools.partial(Stacked, onednn=True, conv1d="channels_last"),
         "vmap": functools.partial(Vmapped, onednn=dnn),
     }
 
@@ -199,7 +212,7 @@ def check_equal_work(k: int, batch_size: int, tol: float = 1e-10) -> None:
         nets, (x, y) = members(k), batch(k, batch_size, torch.float64, seed=1)
         built = {name: make(nets) for name, make in forms(batch_size).items()}
         losses = {name: take_step(form, x, y) for name, form in built.items()}
-        ref = built.pop("alone")
+        ref = built.pop("alone")  # alone-cl is checked too
         for name, form in built.items():
             diff = float((losses[name] - losses["alone"]).abs().max())
             assert diff <= tol, f"{name} B={batch_size}: loss differs by {diff:.3g}"
@@ -234,6 +247,37 @@ def time_forms(k: int, batch_size: int, repeats: int, budget_s: float) -> dict[s
     return best
 
 
+def engine_choice(k: int, batch_size: int) -> str:
+    """What batchlab trains a pack of K cnn1d runs at ``batch_size`` on the CPU with: "batched, <form>" or
+    "sequential" (batchlab.packs.choose_engine, batchlab.batched.conv1d_form)."""
+    specs = [{"batch_size": batch_size}] * k
+    if packs.choose_engine(specs, models.build("cnn1d", INPUT, CLASSES), CPU) == "sequential":
+        return "sequential"
+    return batched.conv1d_form(CPU, batch_size)
+
+
+def summary(k: int, results: dict[int, dict[str, float]]) -> None:
+    """Per batch size, the best stacked form and batchlab's choice against one after another, and a verdict."""
+    print(f"\nsummary (ratio: alone / form; a stacked form wins with {CLEAR_MARGIN}x or more):")
+    wins, wrong = [], []
+    for batch_size, times in results.items():
+        best = min((n for n in times if n not in BASELINES), key=times.get)
+        ratio, choice = times["alone"] / times[best], engine_choice(k, batch_size)
+        engine = times["alone"] / times.get(choice, times["alone"])
+        print(f"  B = {batch_size:<5} best stacked: {best:<14} {ratio:5.2f}x   "
+              f"batchlab: {choice:<14} {engine:5.2f}x")
+        wins += [batch_size] if ratio >= CLEAR_MARGIN else []
+        if (choice == "sequential") == (ratio >= CLEAR_MARGIN) or engine < 1.0:
+            wrong.append(batch_size)
+    limit = packs.CPU_BATCHED_MAX_BATCH["conv1d"]
+    above = [b for b in wins if b > 64]
+    print(f"verdict: a stacked form beats one after another by {CLEAR_MARGIN}x at B = {wins or 'none'}; "
+          + (f"above B = 64 at {above}" if above else "above B = 64 none: one run after another is best there"))
+    print(f"batchlab stacks 1-D CNNs on the CPU up to B = {limit} (packs.CPU_BATCHED_MAX_BATCH['conv1d']): "
+          + (f"its choice disagrees with these timings at B = {wrong}" if wrong else "its choice agrees with "
+             "these timings at every batch size measured"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="K = 4, B = 32 and 128, one short repeat (CI)")
@@ -247,30 +291,16 @@ def main() -> None:
     k = args.members or (4 if args.quick else 16)
     sizes = args.batch_size or ([32, 128] if args.quick else [32, 64, 128, 256, 512, 1024])
     repeats, budget = args.repeats or (1 if args.quick else 3), args.budget or (0.05 if args.quick else 0.5)
-    limit = packs.CPU_BATCHED_MAX_BATCH["conv"]
-    print(f"cnn1d on MNIST-1D shapes, K = {k} members, 1 thread, torch {torch.__version__}; "
-          f"batched engine up to B = {limit} (packs.CPU_BATCHED_MAX_BATCH['conv'])")
-    print("time per step, best of", repeats, "; ratio = alone / form (above 1: faster than one after another)")
-    wins: dict[int, tuple[str, float]] = {}
+    print(f"one training step of {k} cnn1d members (MNIST-1D shapes), 1 thread, torch {torch.__version__}; "
+          f"time per step, best of {repeats}; ratio = alone / form (above 1: faster than one after another)")
+    results = {}
     for batch_size in sizes:
         check_equal_work(k, batch_size)
-        times = time_forms(k, batch_size, repeats, budget)
-        print(f"\nB = {batch_size}  (float64 check: every form equals alone to 1e-10)")
+        results[batch_size] = times = time_forms(k, batch_size, repeats, budget)
+        print(f"\nB = {batch_size}  (float64 check passed: every form equals alone to 1e-10)")
         for name, seconds in times.items():
             print(f"  {name:<14} {seconds * 1e3:9.2f} ms/step  {times['alone'] / seconds:5.2f}x")
-        name = min((n for n in times if n != "alone"), key=times.get)
-        wins[batch_size] = (name, times["alone"] / times[name])
-    print("\nbest stacked form per batch size:")
-    for batch_size, (name, ratio) in wins.items():
-        print(f"  B = {batch_size:<5} {name:<14} {ratio:5.2f}x  "
-              f"{'beats' if ratio >= CLEAR_MARGIN else 'does not beat'} one after another by {CLEAR_MARGIN}x")
-    above = {b: w for b, w in wins.items() if b > limit}
-    if above and all(ratio < CLEAR_MARGIN for _, ratio in above.values()):
-        print(f"verdict: above B = {limit} no stacked form beats one after another by {CLEAR_MARGIN}x: "
-              "the engine trains those packs one run after another")
-    elif above:
-        print(f"verdict: a stacked form beats one after another by {CLEAR_MARGIN}x above B = {limit} "
-              f"at B = {sorted(b for b, (_, r) in above.items() if r >= CLEAR_MARGIN)}")
+    summary(k, results)
 
 
 if __name__ == "__main__":
