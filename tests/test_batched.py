@@ -112,6 +112,46 @@ def test_float64_members_equal_their_runs_alone(arch, optimizer, mnist1d_tensors
     assert all(s["engine"] == "batched" and s["pack_members"] == 6 for s in summaries)
 
 
+def large_batch(specs: list[dict], batch_size: int = 128) -> list[dict]:
+    return [dict(s, batch_size=batch_size) for s in specs]
+
+
+def count_calls(monkeypatch, module, name: str) -> list[int]:
+    """Count the calls of ``module.name`` from now on (a list, one entry per call)."""
+    calls, original = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
+def test_float64_cnn1d_members_at_a_large_batch_equal_their_runs_alone(optimizer, mnist1d_tensors, float64,
+                                                                       monkeypatch):
+    # from batch 32 on the CPU the stacked 1-D convolutions are one channels_last grouped Conv2d, not unfolded
+    assert batched.conv1d_form(CPU, 16) == "unfold" and batched.conv1d_form(CPU, 128) == "channels_last"
+    assert batched.conv1d_form(torch.device("cuda"), 128) == "unfold"
+    calls = count_calls(monkeypatch, stacked, "_conv1d_channels_last")
+    lrs = [0.01, 0.05, 50.0] if optimizer["name"] == "sgd" else [0.001, 0.003, 20.0]
+    specs = large_batch(pack_specs("cnn1d", optimizer, lrs, steps=60))
+    summaries = compare(specs, as64(mnist1d_tensors), param_tol=1e-10, metric_tol=1e-6)
+    assert calls, "the pack did not run its 1-D convolutions channels_last"
+    assert [s["diverged"] for s in summaries] == [spec["lr"] == max(lrs) for spec in specs]
+    assert all(s["engine"] == "batched" for s in summaries)
+
+
+def test_float32_cnn1d_members_at_a_large_batch_within_1e_5_after_100_steps(mnist1d_1000, monkeypatch):
+    # oneDNN runs both the members' grouped convolution and the run alone's (float64 above has neither)
+    calls = count_calls(monkeypatch, stacked, "_conv1d_channels_last")
+    specs = large_batch(pack_specs("cnn1d", SGD, [0.01, 0.05], steps=100,
+                                   dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}}))
+    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4)
+    assert calls
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd", "adam"])
 @pytest.mark.parametrize("arch", ["cnn", "cnn_bn"])
@@ -183,7 +223,12 @@ def test_engine_choice():
     big = [dict(s, batch_size=1024) for s in specs]
     assert packs.choose_engine(big, mlp, CPU) == "sequential"
     assert packs.choose_engine(big, mlp, CPU, requested="batched") == "batched"
-    assert packs.choose_engine([dict(s, batch_size=128) for s in specs], cnn, CPU) == "sequential"
+    # 1-D CNNs stack up to batch 512 (benchmarks/stacking.py), 2-D ones up to 64
+    assert packs.choose_engine([dict(s, batch_size=512) for s in specs], cnn, CPU) == "batched"
+    assert packs.choose_engine(big, cnn, CPU) == "sequential"
+    image_cnn = models.build("cnn", (1, 8, 8), 10)
+    assert packs.choose_engine([dict(s, batch_size=64) for s in specs], image_cnn, CPU) == "batched"
+    assert packs.choose_engine([dict(s, batch_size=128) for s in specs], image_cnn, CPU) == "sequential"
     assert packs.choose_engine(big, mlp, torch.device("cuda")) == "batched"
     assert packs.choose_engine([dict(s, precision="fp16") for s in specs], mlp, CPU) == "batched"
     assert packs.choose_engine(specs, mlp, CPU, requested="sequential") == "sequential"

@@ -81,3 +81,18 @@ def test_gpu_benchmark_runs_its_cpu_parts_and_names_the_cuda_parts_it_skips(tmp_
     assert (tmp_path / "report.txt").read_text().count("PASS") == out.count("PASS")
     assert "samples_per_s" in (tmp_path / "measurements.json").read_text()
     print(out)
+
+
+def test_stacking_benchmark_checks_every_form_then_prints_its_ratio_and_a_verdict():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stacking.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert out.count("float64 check passed") == 2, out
+    forms = ["alone", "alone-cl", "unfold", "grouped", "grouped-nodnn", "channels_last", "vmap"]
+    for batch_size in (32, 128):
+        block = out.split(f"B = {batch_size}  ")[1]
+        rows = re.findall(r"^  (\S+)\s+[\d.]+ ms/step\s+(\d+\.\d+)x$", block, re.MULTILINE)[: len(forms)]
+        assert [name for name, _ in rows] == forms and rows[0][1] == "1.00", block
+    assert re.search(r"^verdict: ", out, re.MULTILINE) and "CPU_BATCHED_MAX_BATCH['conv1d']" in out, out
+    print(out)

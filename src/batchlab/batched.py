@@ -25,7 +25,7 @@ from batchlab.checkpoint import Checkpointer
 from batchlab.schedules import lr_factor
 from batchlab.stacked import StackedModel, member_norms
 from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
-                               make_optimizer, noise_at, summarize, training_step)
+                               make_optimizer, noise_at, summarize, training_step, use_onednn)
 
 OnFinish = Callable[[int, pd.DataFrame, dict], None]
 
@@ -34,6 +34,14 @@ def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Each member's mean cross-entropy (K,) of its logits (K, B, classes) against its labels (K, B)."""
     k, b = y.shape
     return F.cross_entropy(logits.reshape(k * b, -1), y.reshape(-1), reduction="none").view(k, b).mean(1)
+
+
+def conv1d_form(device: torch.device, batch_size: int) -> str:
+    """How the stacked model runs 1-D convolutions (batchlab.stacked.StackedModel's ``conv1d``): where
+    training runs oneDNN on the CPU (batchlab.training.use_onednn: from batch 32), as a grouped 2-D
+    convolution of height 1, channels_last, which oneDNN runs fastest (benchmarks/stacking.py); elsewhere
+    unfolded. A function of the spec only, so a run's numbers depend on nothing else."""
+    return "channels_last" if device.type == "cpu" and use_onednn(device, batch_size) else "unfold"
 
 
 def evaluate_members(model: StackedModel, members: list[torch.nn.Module], which: list[int],
@@ -109,7 +117,7 @@ class BatchedPack:
                                         spec.get("builder")))
         # each member's torch.optim param groups, for its checkpoints
         self.groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(members, specs)]
-        self.model = StackedModel(members).to(device)
+        self.model = StackedModel(members, conv1d_form(device, specs[0]["batch_size"])).to(device)
         self.members = [m.to(device) for m in members]  # evaluated one by one (evaluate_members)
         self.params = self.model.stacked_parameters()
         opt = specs[0]["optimizer"]

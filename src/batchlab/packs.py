@@ -23,9 +23,13 @@ from batchlab.training import pick_device, to_tensors
 
 log = logging.getLogger("batchlab.packs")
 
-# On the CPU the batched engine wins below these batch sizes (benchmarks/engine.py, 1 thread, packs of 8
-# to 16): stacked dense layers up to 512, convolutions (grouped) up to 64; above, one run after another.
-CPU_BATCHED_MAX_BATCH = {"dense": 512, "conv": 64}
+# On the CPU the batched engine wins up to these batch sizes (1 thread, packs of 8 to 16): stacked dense
+# layers up to 512 (benchmarks/engine.py); 1-D convolutions up to 512 (benchmarks/stacking.py: a training
+# step of the stacked forms against the runs one after another; from batch 32 they stack as a channels_last
+# grouped Conv2d, batchlab.batched.conv1d_form), where their step is 1.4x faster or more, while at 1024 its
+# gain (1.1x to 1.4x) is within the noise of a shared machine; 2-D convolutions (grouped) up to 64. Above,
+# one run after another.
+CPU_BATCHED_MAX_BATCH = {"dense": 512, "conv1d": 512, "conv": 64}
 
 
 def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.device, requested: str = "auto") -> str:
@@ -36,7 +40,9 @@ def choose_engine(specs: list[dict], model: torch.nn.Module, device: torch.devic
         return "sequential"
     if requested == "batched" or device.type == "cuda":
         return "batched"
-    kind = "conv" if any(isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) for m in model.modules()) else "dense"
+    layers = list(model.modules())
+    kind = ("conv" if any(isinstance(m, torch.nn.Conv2d) for m in layers) else
+            "conv1d" if any(isinstance(m, torch.nn.Conv1d) for m in layers) else "dense")
     return "batched" if specs[0]["batch_size"] <= CPU_BATCHED_MAX_BATCH[kind] else "sequential"
 
 

@@ -7,9 +7,13 @@ built-in architecture (an ``nn.Sequential`` of Linear, Conv1d/Conv2d, BatchNorm,
 Flatten layers), each initialized exactly as the run alone would be, into one model:
 
 - linear layers keep their weights as one ``(K, in, out)`` tensor and multiply per member with ``bmm``;
-- 1-D convolutions (the MNIST-1D CNN) unfold their input into patches once and multiply them per member
-  with ``baddbmm``, channels last, ``(K, B, L, C)``: at small batches this is several times faster than a
-  grouped convolution, whose per-group kernels are small and slow on the CPU;
+- 1-D convolutions (the MNIST-1D CNN) take one of two forms (``conv1d``, which batchlab.batched.conv1d_form
+  chooses from the device and batch size). "unfold" (on CUDA, and on the CPU below batch 32, where
+  training runs without oneDNN) unfolds their input into patches once and multiplies them per member with
+  ``baddbmm``, channels last, ``(K, B, L, C)``: there several times faster than a grouped convolution,
+  whose per-group kernels are small and slow on the CPU. "channels_last" (on the CPU from batch 32, where
+  oneDNN runs) is one grouped 2-D convolution of height 1 over the members' channels side by side, in the
+  channels_last memory format: oneDNN runs it fastest of the forms ``benchmarks/stacking.py`` compares;
 - 2-D convolutions (and dilated 1-D ones) run as one grouped convolution with ``groups=K`` over the
   members' channels laid side by side, ``(B, K*C, ...)``; batch norm and pooling work on that layout, so
   batch norm over the ``K*C`` channels keeps every member's own batch statistics and running averages.
@@ -70,13 +74,27 @@ class _Patches(torch.autograd.Function):
         return grad_x[:, :, pad : pad + length], None, None, None
 
 
+def _conv1d_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple,
+                          padding: tuple | str, dilation: tuple, groups: int) -> torch.Tensor:
+    """A 1-D convolution as a 2-D one of height 1 in the channels_last memory format (1-D tensors have no
+    channels-last format of their own), which oneDNN runs without reordering to its blocked layouts:
+    ``(B, C, L)`` to ``(B, C_out, L_out)``, the result's strides channels last."""
+    pad = padding if isinstance(padding, str) else (0, padding[0])
+    x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    w = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+    return F.conv2d(x, w, bias, (1, stride[0]), pad, (1, dilation[0]), groups).squeeze(2)
+
+
 class StackedModel(nn.Module):
     """K copies of one architecture as one model. ``forward(x)`` takes a batch per member, ``x`` of shape
     ``(K, B, ...)``, and returns logits of shape ``(K, B, classes)``. (Evaluation loads each member into its
-    own module instead: see batchlab.batched.evaluate_members.)"""
+    own module instead: see batchlab.batched.evaluate_members.) ``conv1d``: the form of 1-D convolutions,
+    "unfold" or "channels_last" (see the module's docstring)."""
 
-    def __init__(self, members: list[nn.Sequential]):
+    def __init__(self, members: list[nn.Sequential], conv1d: str = "unfold"):
         super().__init__()
+        if conv1d not in ("unfold", "channels_last"):
+            raise ValueError(f"conv1d={conv1d!r}: 'unfold' or 'channels_last'")
         self.k = len(members)
         self.kinds: list[str] = []
         self.layers = nn.ModuleList()
@@ -89,7 +107,8 @@ class StackedModel(nn.Module):
                 mod.weight = nn.Parameter(torch.stack([m.weight.detach().t() for m in layers]).contiguous())
                 mod.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
                 kind = "linear"
-            elif isinstance(first, nn.Conv1d) and first.dilation == (1,) and isinstance(first.padding, tuple):
+            elif (isinstance(first, nn.Conv1d) and conv1d == "unfold" and first.dilation == (1,)
+                  and isinstance(first.padding, tuple)):
                 mod = nn.Module()
                 # (K, C_in*kernel, C_out), like a linear layer's weight: patches times weight per member
                 mod.weight = nn.Parameter(torch.stack([m.weight.detach().flatten(1).t() for m in layers]).contiguous())
@@ -100,7 +119,8 @@ class StackedModel(nn.Module):
                 mod = nn.Module()
                 mod.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]).clone())
                 mod.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]).clone()) if first.bias is not None else None
-                mod.conv = F.conv1d if isinstance(first, nn.Conv1d) else F.conv2d
+                mod.conv = (F.conv2d if isinstance(first, nn.Conv2d) else
+                            _conv1d_channels_last if conv1d == "channels_last" else F.conv1d)
                 mod.stride, mod.padding, mod.dilation = first.stride, first.padding, first.dilation
                 kind = "conv"
             elif isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
