@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from batchlab import batched, packs, phases, tables
+from batchlab import batched, packs, phases, sequential, tables, training
 
 from studies import tiny_specs
 
@@ -81,3 +81,34 @@ def test_a_diverged_member_gets_no_share_of_the_steps_after_it_stopped(mnist1d_t
     assert ok["seconds_train"] + diverged["seconds_train"] == pytest.approx(2 * ok["train_seconds"], rel=1e-9)
     assert diverged["seconds_train"] < ok["seconds_train"]
     assert diverged["seconds_noise"] < ok["seconds_noise"]  # measured at its one evaluation after step 0
+
+
+def test_a_resumed_run_keeps_the_seconds_of_the_job_before_and_the_clock_only_its_own(mnist1d_tensors):
+    spec = tiny_specs(batch_sizes=[8], budget={"steps": 12})[0]
+    run = sequential.SequentialRun(spec, mnist1d_tensors, CPU)
+    with training.TrainingSettings(CPU, 8) as settings:
+        run.evaluate()
+        for _ in range(4):
+            run.step(settings.autocast)
+    before = run.state()["phase_seconds"]
+    assert before["eval"] > 0 and before["train"] == run.train_time > 0
+    clock = phases.PhaseClock()
+    _, summary = sequential.train_run(spec, mnist1d_tensors, CPU, resume=run.state(), clock=clock)
+    assert clock.seconds["eval"] > 0 and clock.seconds["startup"] == 0
+    for phase in ("train", "eval", "noise"):
+        assert summary[f"seconds_{phase}"] == pytest.approx(before[phase] + clock.seconds[phase], rel=1e-9), phase
+
+
+def test_a_batched_members_checkpoint_holds_its_share_of_the_seconds(mnist1d_tensors):
+    specs = tiny_specs(batch_sizes=[8], seeds=[0, 1], budget={"steps": 12})
+    pack = batched.BatchedPack(specs, mnist1d_tensors, CPU)
+    with training.TrainingSettings(CPU, 8) as settings:
+        pack.evaluate([0, 1])
+        for _ in range(3):
+            pack.step(settings.autocast)
+    pack._share_training()
+    states = [pack.member_checkpoint(i, []) for i in range(2)]
+    assert [s["phase_seconds"]["train"] for s in states] == pytest.approx([pack.train_time / 2] * 2, rel=1e-9)
+    assert states[0]["phase_seconds"]["eval"] == states[1]["phase_seconds"]["eval"] > 0  # shared evenly
+    resumed = batched.BatchedPack(specs, mnist1d_tensors, CPU, resume=states)
+    assert [c.seconds for c in resumed.phases] == [s["phase_seconds"] for s in states]

@@ -187,8 +187,9 @@ class BatchedPack:
             spec = self.specs[i]
             t1 = time.perf_counter()
             noise = noise_at(spec, self.members[i], self.x_train, self.y_train, self.step_no) if self.alive[i] else None
-            self._share("noise", time.perf_counter() - t1, [i])
-            noise_seconds += time.perf_counter() - t1
+            spent = time.perf_counter() - t1
+            self._share("noise", spent, [i])
+            noise_seconds += spent
             self.rows[i].append(eval_row(spec, self.step_no, len(self.x_train), (*on_train[i], *on_test[i]),
                                          self._pending(i, step_norms), dist[i], wall, noise))
             self.since[i], self.carried[i] = len(step_norms), []
