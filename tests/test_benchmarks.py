@@ -3,6 +3,7 @@ nothing about time: that is for a person reading their output on a quiet machine
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -96,3 +97,49 @@ def test_stacking_benchmark_checks_every_form_then_prints_its_ratio_and_a_verdic
         assert [name for name, _ in rows] == forms and rows[0][1] == "1.00", block
     assert re.search(r"^verdict: ", out, re.MULTILINE) and "CPU_BATCHED_MAX_BATCH['conv1d']" in out, out
     print(out)
+
+
+def test_phases_benchmark_reads_a_studys_logs_and_runs_table(tmp_path, mnist1d_npz):
+    from batchlab import packs, tables
+    from batchlab.logs import setup_logging
+    from studies import tiny_specs
+
+    specs = tiny_specs(architectures=["logreg", "mlp"], batch_sizes=[8, 32], budget={"steps": 10})
+    log_dir = tmp_path / "logs" / "train_pack"
+    log_dir.mkdir(parents=True)
+    root, handlers, level = logging.getLogger(), logging.getLogger().handlers[:], logging.getLogger().level
+    try:  # each pack's job log, as the train_pack rule writes it
+        for arch, b in ((a, b) for a in ("logreg", "mlp") for b in (8, 32)):
+            setup_logging(str(log_dir / f"pack_{arch}_b{b}.log"))
+            pack = [s for s in specs if s["batch_size"] == b and s["arch"] == arch]
+            packs.train_pack(pack, str(mnist1d_npz), str(tmp_path / "runs"))
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    tables.write([tmp_path / "runs" / s["run_id"] / "summary.json" for s in specs], tmp_path / "history.parquet",
+                 tmp_path / "results" / "tables" / "runs.parquet")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "phases.py"), "--folder", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert f"{len(specs)} runs, 4 train_pack jobs (4 with a phase line)" in out, out
+    for phase in ("startup", "train", "eval", "noise", "sharpness", "checkpoint", "write", "other"):
+        assert re.search(rf"^  {phase}\s+[\d.]+ s\s+[\d.]+%$", out, re.MULTILINE), phase
+    assert re.search(r"^\s+logreg\s+2\s", out, re.MULTILINE) and re.search(r"^\s+mlp\s+2\s", out, re.MULTILINE), out
+    assert re.search(r"^\s+8\s+2\s", out, re.MULTILINE) and re.search(r"^\s+32\s+2\s", out, re.MULTILINE), out
+    print(out)
+
+
+def test_roofline_benchmark_prints_each_setting_against_the_matmul_peak():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "roofline.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    peak = re.search(r"^matmul peak: ([\d.]+) GFLOP/s", result.stdout, re.MULTILINE)
+    assert peak and float(peak.group(1)) > 0, result.stdout
+    rows = re.findall(r"^(logreg|mlp|cnn1d) B=(\d+): ([\d.]+) GFLOP/s training = ([\d.e-]+) of the", result.stdout,
+                      re.MULTILINE)
+    assert [(r[0], r[1]) for r in rows] == [(a, b) for a in ("logreg", "mlp", "cnn1d") for b in ("2", "64", "1024")]
+    assert all(float(r[2]) > 0 for r in rows)
+    print(result.stdout)

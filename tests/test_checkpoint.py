@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import batched, config, packs, sequential, store
+from batchlab import batched, config, packs, phases, sequential, store
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted
 from studies import ROOT, TINY, tiny_specs
 
 CPU = torch.device("cpu")
-TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb", "checksums"}
+TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb", "checksums", *phases.SUMMARY_COLUMNS}
 SGD = {"name": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 0.001}
 ADAM = {"name": "adam", "weight_decay": 0.001}
 SETTINGS = config.validate(TINY)["training"]["checkpoint"]  # the defaults

@@ -21,7 +21,7 @@ import yaml
 import yte
 
 import slurm_cluster
-from batchlab import config as study_config, grid, store
+from batchlab import config as study_config, grid, phases, store
 from batchlab.packs import train_pack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,8 @@ class TestSmokeStudyOnSlurm:
             here = pd.read_parquet(tmp_path / f"results/tables/{table}.parquet")
             # when and where: times, memory, and the GPUs SLURM gave the job (its fake gres) against none here
             timing = [c for c in on_slurm.columns if c in ("wall_time", "wall_seconds", "train_seconds", "samples_per_s",
-                                                           "peak_memory_mb", "cuda_visible_devices")]
+                                                           "peak_memory_mb", "cuda_visible_devices",
+                                                           *phases.SUMMARY_COLUMNS)]
             assert set(on_slurm.run_id) == set(here.run_id) == expected
             pd.testing.assert_frame_equal(
                 on_slurm.drop(columns=timing).sort_values(keys).reset_index(drop=True),

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import grid, metrics, models, packs, sequential, store, training
+from batchlab import grid, metrics, models, packs, phases, sequential, store, training
 from batchlab.schedules import lr_factor
 
 from studies import tiny_specs
 
 CPU = torch.device("cpu")
-TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb"}
+TIMING = {"wall_seconds", "train_seconds", "samples_per_s", "peak_memory_mb", *phases.SUMMARY_COLUMNS}
 
 
 # -- batch indices ---------------------------------------------------------------------------------------

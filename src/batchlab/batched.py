@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from batchlab import augment, checkpoint, data, metrics, models, stacked_optim
 from batchlab.checkpoint import Checkpointer
+from batchlab.phases import PhaseClock, share
 from batchlab.schedules import lr_factor
 from batchlab.stacked import StackedModel, member_norms
 from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
@@ -62,12 +63,16 @@ def evaluate_members(model: StackedModel, members: list[torch.nn.Module], which:
 class BatchedPack:
     """The state of a pack in training as one stacked model: built from the members' specs (each member
     initialized exactly as its run alone), or from ``resume``, a checkpoint per member, all at one step.
-    ``on_finish`` and ``kept_weights`` as for :func:`train_batched`."""
+    ``on_finish``, ``kept_weights`` and ``clock`` as for :func:`train_batched`; each member's own seconds per
+    phase (:attr:`phases`) are the pack's divided evenly among the members that were training for it (the
+    noise scale and the sharpness, measured member by member, each member's own)."""
 
     def __init__(self, specs: list[dict], tensors: dict[str, torch.Tensor], device: torch.device,
                  eval_batch_size: int = 1000, checkpoints: Checkpointer | None = None,
                  resume: list[dict] | None = None, on_finish: OnFinish | None = None,
-                 kept_weights: dict | None = None, keep_final: bool = False):
+                 kept_weights: dict | None = None, keep_final: bool = False, clock: PhaseClock | None = None):
+        self.clock = clock if clock is not None else PhaseClock()
+        self.phases = [PhaseClock() for _ in specs]  # each member's share, a resume's included
         self.specs, self.k, self.device = specs, len(specs), device
         self.eval_batch_size, self.checkpoints, self.on_finish, self.kept_weights = (
             eval_batch_size, checkpoints, on_finish, kept_weights)
@@ -105,6 +110,7 @@ class BatchedPack:
         if resume is not None:
             self._load(resume)
         self.resumed_at = self.step_no if resume is not None else None
+        self.train_shared = self.train_time  # the pack's training time already in the members' shares
         self.start = time.perf_counter()
 
     def _build(self, specs: list[dict], device: torch.device) -> None:
@@ -140,9 +146,24 @@ class BatchedPack:
             if self.scaler and r["scaler"]:
                 self.scaler.load_member_state(i, r["scaler"])
             self.rows[i], self.carried[i], self.initial_loss[i] = list(r["rows"]), list(r["norms"]), r["initial_loss"]
+            # absent from checkpoints of older code: the training time shared evenly
+            self.phases[i] = PhaseClock(r.get("phase_seconds") or {"train": r["train_time"] / self.k})
         checkpoint.set_rng_state(resume[0]["rng"], self.device)
         self.train_time = max(r["train_time"] for r in resume)
         self.wall_before = max(r["wall_time"] for r in resume)
+
+    def _share(self, phase: str, seconds: float, which: list[int]) -> None:
+        """The pack's ``seconds`` in ``phase``, divided evenly among the members ``which``."""
+        share([self.phases[i] for i in which], phase, seconds)
+        self.clock.add(phase, seconds)
+
+    def _share_training(self) -> None:
+        """The training time since the last call, divided among the members training during it (called
+        before a member stops or is saved or finished)."""
+        alive = [i for i in range(self.k) if self.alive[i]]
+        if alive and self.train_time > self.train_shared:
+            self._share("train", self.train_time - self.train_shared, alive)
+        self.train_shared = self.train_time
 
     def wall_time(self) -> float:
         """Seconds of training so far, before a resume included."""
@@ -166,6 +187,7 @@ class BatchedPack:
     def evaluate(self, which: list[int], progress: Progress | None = None) -> None:
         """Record an evaluation row of the members ``which``, finish those that diverged, and report the
         members still training (or, when none is, those evaluated) to ``progress``."""
+        t0, noise_seconds = time.perf_counter(), 0.0
         evaluated = evaluate_members(self.model, self.members, which,
                                      [(self.x_train, self.y_train), (self.x_test, self.y_test)], self.eval_batch_size)
         on_train, on_test = ({i: e[s] for i, e in evaluated.items()} for s in (0, 1))
@@ -174,7 +196,11 @@ class BatchedPack:
         wall = self.wall_time()
         for i in which:  # members[i] holds member i's weights since evaluate_members
             spec = self.specs[i]
+            t1 = time.perf_counter()
             noise = noise_at(spec, self.members[i], self.x_train, self.y_train, self.step_no) if self.alive[i] else None
+            spent = time.perf_counter() - t1
+            self._share("noise", spent, [i])
+            noise_seconds += spent
             self.rows[i].append(eval_row(spec, self.step_no, len(self.x_train), (*on_train[i], *on_test[i]),
                                          self._pending(i, step_norms), dist[i], wall, noise))
             self.since[i], self.carried[i] = len(step_norms), []
@@ -182,6 +208,7 @@ class BatchedPack:
         keep_from = min([self.since[i] for i in range(self.k) if self.alive[i]] or [len(self.norms)])
         self.norms = self.norms[keep_from:]
         self.since = [max(0, v - keep_from) for v in self.since]
+        self._share("eval", time.perf_counter() - t0 - noise_seconds, which)
         for i in self.just_diverged:  # done: written now, then silenced while the others go on
             self.finish(i)
             self.model.silence_member(i)
@@ -199,19 +226,24 @@ class BatchedPack:
         """Save the members still training (not at the first step, nor the one resumed from: nothing new),
         and stop here when the job is asked to."""
         if self.step_no not in (0, self.resumed_at):
+            t0 = time.perf_counter()
+            self._share_training()
             step_norms = torch.stack(self.norms).cpu().tolist() if self.norms else []
             self.checkpoints.save([self.member_checkpoint(i, self._pending(i, step_norms))
                                    for i in range(self.k) if self.alive[i]])
+            self._share("checkpoint", time.perf_counter() - t0, [i for i in range(self.k) if self.alive[i]])
         self.checkpoints.stop_if_requested(f"at step {self.step_no} of {sum(self.alive)} batched runs")
 
     def member_checkpoint(self, i: int, pending: list[float]) -> dict:
         """Member i's checkpoint now, in the format of its run alone; ``pending``: its unrecorded norms."""
         group = [dict(g, lr=float(self.lrs[max(self.step_no - 1, 0), i])) for g in self.groups[i]]
         optimizer = {"state": self.optimizer.member_state(i, self.model), "param_groups": group}
-        return checkpoint.run_state(
+        state = checkpoint.run_state(
             self.specs[i], "batched", self.step_no, self.model.member_state(i), optimizer,
             self.scaler.member_state(i) if self.scaler else None, self.rows[i], pending, self.initial_loss[i],
             self.train_time, self.wall_time(), self.device)
+        state["phase_seconds"] = dict(self.phases[i].seconds)
+        return state
 
     def step(self, autocast: Callable[[], object]) -> None:
         """One update of every member at its own learning rate; then watch each for divergence."""
@@ -236,6 +268,7 @@ class BatchedPack:
         every update; its numbers are not used)."""
         self.initial_loss[i] = loss if self.initial_loss[i] is None else self.initial_loss[i]
         if metrics.is_diverged(loss, self.initial_loss[i], self.factors[i]):
+            self._share_training()  # its steps so far, this one included
             self.diverged_at[i], self.alive[i] = self.step_no, False
             self.lrs[self.step_no:, i] = 0.0
             self.just_diverged.append(i)
@@ -250,6 +283,7 @@ class BatchedPack:
     def finish(self, i: int) -> None:
         """Member i's history and summary (with its final weights' sharpness), handed to ``on_finish``."""
         spec, k = self.specs[i], self.k
+        self._share_training()
         steps_done = self.diverged_at[i] or self.step_no
         # the pack's training time, shared evenly among its members
         samples_per_s = steps_done * self.batch_size * k / self.train_time if self.train_time > 0 else math.nan
@@ -258,9 +292,12 @@ class BatchedPack:
                                      self.device)
         summary.update(engine="batched", pack_members=k)
         if spec.get("sharpness", {"epsilons": []})["epsilons"]:  # measured on the member's own module
+            t0 = time.perf_counter()
             self.members[i].load_state_dict(self.model.member_state(i))
             summary.update(final_sharpness(spec, self.members[i], self.x_train, self.y_train,
                                            self.diverged_at[i] is not None))
+            self._share("sharpness", time.perf_counter() - t0, [i])
+        summary.update(self.phases[i].run_columns())
         if self.checkpoints is not None and self.checkpoints.keep:
             self.checkpoints.final[spec["run_id"]] = self.member_checkpoint(i, [])
         if self.kept_weights is not None and spec.get("keep_weights"):
@@ -274,7 +311,7 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
                   progress: Progress | None = None, eval_batch_size: int = 1000, final_states: list | None = None,
                   checkpoints: Checkpointer | None = None, resume: list[dict] | None = None,
                   on_finish: OnFinish | None = None,
-                  kept_weights: dict | None = None) -> list[tuple[pd.DataFrame, dict]]:
+                  kept_weights: dict | None = None, clock: PhaseClock | None = None) -> list[tuple[pd.DataFrame, dict]]:
     """Train the runs of a pack at once as one stacked model; return each run's history and summary, as
     batchlab.sequential.train_run would for the run alone. The runs share dataset, architecture, batch size,
     step count, optimizer kind and evaluation points; everything else is their own. ``final_states``, when
@@ -282,9 +319,10 @@ def train_batched(specs: list[dict], tensors: dict[str, torch.Tensor], device: t
     ``resume`` (a checkpoint per member, all at the same step) as for ``train_run``, in the same format;
     ``on_finish(i, history, summary)`` is called as soon as member ``i`` is done (a diverged member before
     the others); ``kept_weights``, when given, receives before it run id -> final parameters and buffers of
-    each member whose spec has ``keep_weights`` (a diverged member's as it diverged)."""
+    each member whose spec has ``keep_weights`` (a diverged member's as it diverged); ``clock`` receives the
+    seconds of each phase spent here (batchlab.phases)."""
     pack = BatchedPack(specs, tensors, device, eval_batch_size, checkpoints, resume, on_finish, kept_weights,
-                       keep_final=final_states is not None)
+                       keep_final=final_states is not None, clock=clock)
     with TrainingSettings(device, pack.batch_size, specs[0]["precision"]) as settings:
         while True:
             # evaluate the members due (all at the scheduled steps; one that diverged at once), finish the diverged

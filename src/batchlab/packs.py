@@ -1,7 +1,7 @@
 """The pack driver: train the runs of one pack (one job) not yet complete, resuming from their checkpoints,
 each group of compatible runs with the engine that is faster for it (batchlab.batched, or
 batchlab.sequential one run after another), logging progress with an ETA, and writing each run to the run
-store as soon as it finishes.
+store as soon as it finishes. The job's log ends with the seconds it spent in each phase (batchlab.phases).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import pandas as pd
 import torch
 
-from batchlab import data, files, models, stacked, store
+from batchlab import data, files, models, phases, stacked, store
 from batchlab.batched import train_batched
 from batchlab.checkpoint import Checkpointer
 from batchlab.sequential import train_run
@@ -115,6 +115,7 @@ class PackDriver:
         self.runs_root, self.eval_batch_size, self.checkpoints = runs_root, eval_batch_size, checkpoints
         self.total_steps = sum(s["steps"] - _start_step(s, resume) for s in todo)
         self.done, self.done_steps, self.t_start = 0, 0, time.perf_counter()
+        self.clock = phases.PhaseClock()  # this job's seconds per phase, for its last log line
 
     def report(self, label: str, members: list[dict], start_step: int, step: int, total: int, loss: float,
                test_acc: float) -> None:
@@ -133,9 +134,13 @@ class PackDriver:
         """Write a finished run to the store (with its kept checkpoint and final weights) and log it."""
         kept = self.checkpoints.final.pop(spec["run_id"], None) if self.checkpoints is not None else None
         summary["data_sha256"] = self.data_sha256
+        t0 = time.perf_counter()
         store.write_run(self.runs_root, spec, history, summary, checkpoint=kept, weights=weights)
+        t1 = time.perf_counter()
         if self.checkpoints is not None:  # only now: a run that could not be written resumes from it
             self.checkpoints.discard(spec["run_id"])
+        self.clock.add("write", t1 - t0)
+        self.clock.add("checkpoint", time.perf_counter() - t1)
         self.done += 1
         state = (f"DIVERGED at step {summary['diverged_at_step']}" if summary["diverged"]
                  else f"test acc {summary['final_test_acc']:.4f}")
@@ -163,22 +168,28 @@ class PackDriver:
                 kept: dict[str, dict] = {}
                 train_batched(members, self.tensors, self.device, progress, self.eval_batch_size,
                               checkpoints=self.checkpoints, resume=states if states[0] is not None else None,
-                              kept_weights=kept, on_finish=lambda i, h, s, members=members, kept=kept: self.finished(
+                              kept_weights=kept, clock=self.clock,
+                              on_finish=lambda i, h, s, members=members, kept=kept: self.finished(
                                   members[i], h, s, kept.pop(members[i]["run_id"], None)))
             else:
                 weights = {} if members[0].get("keep_weights") else None
                 history, summary = train_run(members[0], self.tensors, self.device, progress, self.eval_batch_size,
-                                             final_state=weights, checkpoints=self.checkpoints, resume=states[0])
+                                             final_state=weights, checkpoints=self.checkpoints, resume=states[0],
+                                             clock=self.clock)
                 self.finished(members[0], history, summary, weights)
             self.done_steps += sum(s["steps"] - start_step for s in members)
 
 
 def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str = "auto", threads: int = 1,
-               eval_batch_size: int = 1000, engine: str = "auto", checkpoints: Checkpointer | None = None) -> None:
+               eval_batch_size: int = 1000, engine: str = "auto", checkpoints: Checkpointer | None = None,
+               job_start: float | None = None) -> None:
     """Train the runs of one pack not yet complete, batched (as one stacked model) where that is faster, else
     one after another; each run is written to the run store as soon as it finishes. With ``checkpoints``,
     runs resume from their checkpoints, save new ones on the cadence, and SIGTERM or SIGINT makes the job
-    save them and raise batchlab.checkpoint.TrainingInterrupted."""
+    save them and raise batchlab.checkpoint.TrainingInterrupted. ``job_start``, a ``time.perf_counter()``
+    reading of when the job began (its process's start: batchlab.phases.seconds_since_process_start), starts
+    the clock of the last log line's start-up and total; by default, this call."""
+    job_start = time.perf_counter() if job_start is None else job_start
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # subnormal numbers (a momentum buffer decaying towards 0) make CPU arithmetic many times slower; as
@@ -191,9 +202,13 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
                         files.sha256(dataset_path))
     log.info("pack of %d runs, %d steps in all, on %s (%d thread%s)", len(todo), driver.total_steps, dev, threads,
              "s"[: threads > 1])
+    # start-up: from the process's start (interpreter, imports, data, the runs' checks) to training
+    driver.clock.add("startup", time.perf_counter() - job_start)
+    driver.t_start = time.perf_counter()
     with checkpoints.handle_signals() if checkpoints is not None else nullcontext():
         for group in compatible_groups(todo, resume):
             if checkpoints is not None:
                 checkpoints.stop_if_requested(f"before run {driver.done + 1}/{len(todo)}")
             driver.train_group(group, engine)
     log.info("pack finished in %s", _fmt_seconds(time.perf_counter() - driver.t_start))
+    log.info("%s", phases.pack_line(driver.clock.seconds, time.perf_counter() - job_start))

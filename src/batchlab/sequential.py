@@ -17,6 +17,7 @@ import torch
 
 from batchlab import augment, batch_schedule, checkpoint, data, metrics, models
 from batchlab.checkpoint import Checkpointer
+from batchlab.phases import PhaseClock
 from batchlab.schedules import lr_factor
 from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_row, eval_steps, final_sharpness,
                                make_optimizer, noise_at, summarize, training_step)
@@ -25,10 +26,14 @@ from batchlab.training import (Progress, TrainingSettings, batch_indices, eval_r
 class SequentialRun:
     """The state of one run in training: built from its spec (seeded initialization and data order), or
     from ``resume``, a checkpoint of the run (the state after its ``step`` updates, its evaluations and its
-    position in the data)."""
+    position in the data). ``clock``, when given, receives the seconds of each phase spent here (the
+    pack's clock); the run's own, a resume's included, go to its summary (``seconds_<phase>``)."""
 
     def __init__(self, spec: dict, tensors: dict[str, torch.Tensor], device: torch.device,
-                 eval_batch_size: int = 1000, checkpoints: Checkpointer | None = None, resume: dict | None = None):
+                 eval_batch_size: int = 1000, checkpoints: Checkpointer | None = None, resume: dict | None = None,
+                 clock: PhaseClock | None = None):
+        self.clock = clock if clock is not None else PhaseClock()
+        self.phases = PhaseClock()  # this run's seconds per phase (training steps: train_time)
         self.spec, self.device, self.eval_batch_size, self.checkpoints = spec, device, eval_batch_size, checkpoints
         self.x_train, self.y_train, self.x_test, self.y_test = (
             tensors[k] for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -59,6 +64,7 @@ class SequentialRun:
         if resume is not None:
             self._load(resume)
         self.resumed_at = self.step_no if resume is not None else None
+        self.train_before = self.train_time  # a resumed run's, trained by an earlier job
         self.start = time.perf_counter()
 
     def _load(self, resume: dict) -> None:
@@ -70,8 +76,13 @@ class SequentialRun:
         self.rows, self.norms, self.step_no = list(resume["rows"]), list(resume["norms"]), resume["step"]
         self.initial_loss, self.train_time = resume["initial_loss"], resume["train_time"]
         self.wall_before = resume["wall_time"]
+        self.phases = PhaseClock(resume.get("phase_seconds"))  # absent from checkpoints of older code
         if self.plan is not None:
             self.plan.load(resume["batch_schedule"])
+
+    def _spent(self, phase: str, seconds: float) -> None:
+        self.phases.add(phase, seconds)
+        self.clock.add(phase, seconds)
 
     def wall_time(self) -> float:
         """Seconds of training so far, before a resume included."""
@@ -87,16 +98,21 @@ class SequentialRun:
     def evaluate(self, progress: Progress | None = None) -> None:
         """Record an evaluation row (losses, accuracies, gradient norms since the last one, distance from
         the initialization, the noise scale where due) and report it to ``progress``."""
+        t0 = time.perf_counter()
         train_loss, train_acc = metrics.evaluate(self.model, self.x_train, self.y_train, self.eval_batch_size)
         test_loss, test_acc = metrics.evaluate(self.model, self.x_test, self.y_test, self.eval_batch_size)
+        t1 = time.perf_counter()
         noise = (noise_at(self.spec, self.model, self.x_train, self.y_train, self.step_no)
                  if self.diverged_at is None else None)
+        t2 = time.perf_counter()
         self.rows.append(eval_row(self.spec, self.step_no, len(self.x_train),
                                   (train_loss, train_acc, test_loss, test_acc), [float(n) for n in self.norms],
                                   metrics.distance(self.model, self.w0), self.wall_time(), noise, self.plan))
         self.norms = []
         if progress:
             progress(self.step_no, self.total, train_loss, test_acc)
+        self._spent("noise", t2 - t1)
+        self._spent("eval", time.perf_counter() - t2 + t1 - t0)
 
     def checkpoint_due(self) -> bool:
         return self.checkpoints is not None and self.checkpoints.due(self.step_no)
@@ -105,7 +121,9 @@ class SequentialRun:
         """Save the run's state (not at its first step, nor the one it resumed from: nothing new), and stop
         here when the job is asked to."""
         if self.step_no not in (0, self.resumed_at):
+            t0 = time.perf_counter()
             self.checkpoints.save([self.state()])
+            self._spent("checkpoint", time.perf_counter() - t0)
         self.checkpoints.stop_if_requested(f"at step {self.step_no} of {self.spec['run_id']}")
 
     def state(self) -> dict:
@@ -116,6 +134,7 @@ class SequentialRun:
             self.train_time, self.wall_time(), self.device)
         if self.plan is not None:  # the position in the data and the plateau state
             state["batch_schedule"] = self.plan.state()
+        state["phase_seconds"] = dict(self.phases.seconds, train=self.train_time)
         return state
 
     def step(self, autocast: Callable[[], object]) -> None:
@@ -154,7 +173,12 @@ class SequentialRun:
                                      self.train_time, self.wall_time(), self.device)
         summary["engine"] = "sequential"
         summary.update(self.plan.summary() if self.plan is not None else {})
+        t0 = time.perf_counter()
         summary.update(final_sharpness(self.spec, self.model, self.x_train, self.y_train, self.diverged_at is not None))
+        self._spent("sharpness", time.perf_counter() - t0)
+        self.clock.add("train", self.train_time - self.train_before)
+        self.phases.seconds["train"] = self.train_time
+        summary.update(self.phases.run_columns())
         if final_state is not None:
             final_state.update({name: t.detach().clone() for name, t in self.model.state_dict().items()})
         if self.checkpoints is not None and self.checkpoints.keep:
@@ -164,13 +188,15 @@ class SequentialRun:
 
 def train_run(spec: dict, tensors: dict[str, torch.Tensor], device: torch.device, progress: Progress | None = None,
               eval_batch_size: int = 1000, final_state: dict | None = None,
-              checkpoints: Checkpointer | None = None, resume: dict | None = None) -> tuple[pd.DataFrame, dict]:
+              checkpoints: Checkpointer | None = None, resume: dict | None = None,
+              clock: PhaseClock | None = None) -> tuple[pd.DataFrame, dict]:
     """Train one run; return its history (one row per evaluation) and its summary. ``eval_batch_size`` only
     bounds the memory of evaluation; ``progress(step, total, train_loss, test_acc)`` is called at each one;
     ``final_state``, when given, receives the trained model's parameters and buffers. ``checkpoints`` saves
     the run's state on its cadence and stops the run when asked to (batchlab.checkpoint.TrainingInterrupted);
-    ``resume``, a checkpoint of this run, continues from it to the numbers of an uninterrupted run."""
-    run = SequentialRun(spec, tensors, device, eval_batch_size, checkpoints, resume)
+    ``resume``, a checkpoint of this run, continues from it to the numbers of an uninterrupted run;
+    ``clock`` receives the seconds of each phase spent here (batchlab.phases)."""
+    run = SequentialRun(spec, tensors, device, eval_batch_size, checkpoints, resume, clock)
     with TrainingSettings(device, spec["batch_size"], spec["precision"]) as settings:
         while True:
             # evaluate at the scheduled steps (and at divergence)

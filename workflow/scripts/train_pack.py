@@ -2,6 +2,12 @@
 # its runs' checkpoints and exits with 128 + the signal's number; run again, it resumes from them.
 import logging
 import sys
+import time
+
+from batchlab import phases
+
+# when the job's process started, for the start-up time in the log's last line (batchlab.phases)
+JOB_START = time.perf_counter() - phases.seconds_since_process_start()
 
 from batchlab import gpus
 from batchlab.logs import setup_logging
@@ -24,6 +30,7 @@ try:
         eval_batch_size=snakemake.params.eval_batch_size,
         engine=snakemake.params.engine,
         checkpoints=Checkpointer.from_config(snakemake.params.checkpoint_dir, snakemake.params.checkpoint),
+        job_start=JOB_START,
     )
 except TrainingInterrupted as stop:
     logging.getLogger("batchlab.packs").warning(
