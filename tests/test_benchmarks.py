@@ -57,6 +57,9 @@ def test_study_benchmark_runs_the_smoke_study_end_to_end():
     assert re.search(r"^study smoke.yaml: 61 runs, 2 cores$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^end to end .* [\d.]+ s\s+[\d.]+ of goal$", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"^\s+train_pack\s+[\d.]+ s$", result.stdout, re.MULTILINE), result.stdout
+    # ...then the training jobs' time by phase (benchmarks/phases.py)
+    for phase in ("startup", "train", "eval", "noise", "sharpness"):
+        assert re.search(rf"^  {phase}\s+[\d.]+ s\s+[\d.]+%$", result.stdout, re.MULTILINE), phase
     print(result.stdout)
 
 
