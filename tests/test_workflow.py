@@ -82,7 +82,7 @@ def test_dry_run_of_default_study_packs_every_run(tmp_path):
     train_jobs = {k: v for k, v in jobs.items() if k.startswith("train_pack_")}
     assert len(train_jobs) == len(packs)
     assert sum(len(p.members) for p in packs) == len(specs)
-    assert len([s for s in specs if "variant" not in s]) == 3 * 10 * 6 * 2
+    assert len([s for s in specs if "variant" not in s]) == 3 * 10 * 6 * 3
     for rule in ("prepare_dataset", "aggregate_runs", "render_figures_learning_rate", "render_figures_batch_size",
                  "render_figures_variants", "write_numbers", "build_paper", "all"):
         assert jobs.get(rule) == 1, rule
