@@ -234,7 +234,7 @@ def main() -> None:
     # the process-wide settings train_pack sets on its first call, set before anything is timed, so every
     # side runs under them
     torch.set_num_threads(1)
-    training.deterministic_algorithms()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_flush_denormal(True)
     batch_sizes = args.batch_size or ([2, 8, 512] if args.quick else [2, 4, 8, 16, 32, 64, 128, 256, 512])
     archs = args.arch or ["mlp", "cnn1d"]

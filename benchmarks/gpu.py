@@ -372,7 +372,7 @@ def main() -> None:
     skip = ("not asked for (--device cpu)" if args.device == "cpu" else
             None if cuda else f"no CUDA device (torch {torch.__version__}: torch.cuda.is_available() is False)")
     # as training jobs run (batchlab.packs.train_pack)
-    training.deterministic_algorithms()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     torch.set_flush_denormal(True)
     torch.set_num_threads(1 if not cuda else min(4, torch.get_num_threads()))
     warnings.filterwarnings("ignore", message="invalid value encountered")  # fp16's skipped steps: inf norms

@@ -19,7 +19,7 @@ from batchlab import data, files, models, phases, stacked, store
 from batchlab.batched import train_batched
 from batchlab.checkpoint import Checkpointer
 from batchlab.sequential import train_run
-from batchlab.training import deterministic_algorithms, pick_device, to_tensors
+from batchlab.training import pick_device, to_tensors
 
 log = logging.getLogger("batchlab.packs")
 
@@ -191,7 +191,7 @@ def train_pack(specs: list[dict], dataset_path: str, runs_root: str, device: str
     the clock of the last log line's start-up and total; by default, this call."""
     job_start = time.perf_counter() if job_start is None else job_start
     torch.set_num_threads(threads)
-    deterministic_algorithms()
+    torch.use_deterministic_algorithms(True, warn_only=True)
     # subnormal numbers (a momentum buffer decaying towards 0) make CPU arithmetic many times slower; as
     # zeros they change no result a float32 run can express
     torch.set_flush_denormal(True)

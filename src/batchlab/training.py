@@ -42,18 +42,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cuda")
 
 
-def deterministic_algorithms() -> None:
-    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of ``torch._inductor``
-    (to set the compiler's own flag; batchlab compiles nothing), which pulls in the compiler stack and sympy:
-    about 0.9 s of every training job's start-up on the CPU (benchmarks/phases.py). The same process-wide
-    flag; a torch without the underlying call takes the public one."""
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        setter(True, warn_only=True)
-
-
 def to_tensors(arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """A dataset's arrays (batchlab.data.load) as tensors on ``device``, where training reads them."""
     return {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
