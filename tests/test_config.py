@@ -73,8 +73,16 @@ def test_smoke_config_keeps_its_own_values_over_defaults():
     assert cfg["optimizer"] == {"name": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "betas": [0.9, 0.999]}
 
 
-def test_default_config_pack_size():
-    assert config.load(ROOT / "config.yaml")["training"]["pack_size"] == 16
+def test_the_default_study_trains_each_batch_size_and_architecture_in_one_pack():
+    """One job per batch size and architecture of the main grid (every learning rate and seed of it), which
+    starts Python and torch once for them."""
+    from batchlab import grid
+
+    cfg = config.load(ROOT / "config.yaml")
+    main = [s for s in grid.expand(cfg) if "variant" not in s]
+    packs = grid.packs(main, {s["run_id"] for s in main}, cfg["training"]["pack_size"])
+    assert len(packs) == len(cfg["architectures"]) * len(cfg["batch_sizes"])
+    assert len(cfg["seeds"]) == 3 and {len(p.members) for p in packs} == {len(cfg["seeds"]) * 6}
 
 
 def test_minimal_config_gets_every_default_and_input_is_not_mutated():
