@@ -43,8 +43,9 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from batchlab import store
+from batchlab.files import sha256
 from batchlab.archive_check import (CONFIG, CHUNK, LOCK, MANIFEST, NUMBERS, OUTPUTS, REVISION, RUN_FILES, RUNS,
-                                    STUDY_NAME, Archive, ArchiveError, destination, digest_of_file,
+                                    STUDY_NAME, Archive, ArchiveError, destination,
                                     kind_of_place, safe_parts, verify)
 
 __all__ = ["ArchiveError", "build", "main", "plan", "restore", "verify"]
@@ -86,7 +87,7 @@ def build(out: str | Path, study: dict, revision: dict, run_ids, outputs, lock: 
             raise ArchiveError(f"{path} is not a table or measurement of the study (allowed: "
                                f"{', '.join(f'{o}/<name>.parquet' for o in OUTPUTS)})")
         members[rel] = workdir / rel
-    digests = {rel: _sha256(src) if isinstance(src, bytes) else digest_of_file(src) for rel, src in members.items()}
+    digests = {rel: _sha256(src) if isinstance(src, bytes) else sha256(src) for rel, src in members.items()}
     manifest = "".join(f"{digests[rel]}  {rel}\n" for rel in sorted(members)).encode()
     with store.writing(out, "the archive"):
         _write_tar(Path(out), name, manifest, members, digests)
@@ -171,7 +172,7 @@ def plan(archive: Archive, directory: str | Path) -> Plan:
 
 
 def _same(path: Path, digest: str) -> bool:
-    return path.is_file() and digest_of_file(path) == digest
+    return path.is_file() and sha256(path) == digest
 
 
 def restore(path: str | Path, directory: str | Path = ".") -> dict:

@@ -64,14 +64,6 @@ class Archive:
         return runs
 
 
-def digest_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def kind_of_place(rel: str) -> str | None:
     """What a path inside the study's folder is: "about" (the manifest, config, revision, lock, numbers),
     "run" (a file of a run folder), "output" (a table or a measurement), or None (nothing batchlab restores)."""

@@ -45,10 +45,6 @@ class PhaseClock:
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] += seconds
 
-    def merge(self, other: PhaseClock) -> None:
-        for phase, seconds in other.seconds.items():
-            self.seconds[phase] += seconds
-
     def run_columns(self) -> dict[str, float]:
         """A run's summary columns: ``seconds_train``, ``seconds_eval``, ... (:data:`SUMMARY_COLUMNS`)."""
         return {f"seconds_{phase}": self.seconds[phase] for phase in RUN_PHASES}

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from batchlab import ids
-from batchlab.files import StoreError, check_writable, writing  # noqa: F401  (the store's errors)
+from batchlab.files import StoreError, check_writable, sha256, writing  # noqa: F401  (the store's errors)
 
 if TYPE_CHECKING:  # pandas is imported where histories are read or written, not on every workflow parse
     import pandas as pd
@@ -89,7 +89,7 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
             import torch
 
             torch.save({name: t.detach().cpu() for name, t in weights.items()}, tmp / WEIGHTS)
-        summary = dict(summary, checksums={name: _sha256(tmp / name) for name in (SPEC, HISTORY, WEIGHTS)
+        summary = dict(summary, checksums={name: sha256(tmp / name) for name in (SPEC, HISTORY, WEIGHTS)
                                            if (tmp / name).exists()})
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float))
         for f in tmp.iterdir():  # data on disk before the rename makes the run visible
@@ -112,10 +112,6 @@ def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict
         shutil.rmtree(tmp, ignore_errors=True)
         raise StoreError.of(error, f"cannot write run {spec['run_id']} to {final.parent}") from error
     return final
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_run(root: str | Path, run_id: str) -> str | None:
