@@ -162,6 +162,20 @@ def test_evaluate_known_outputs():
     assert model.training  # the mode is restored
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_loss_and_correct_matches_cross_entropy_and_argmax(dtype):
+    gen = torch.Generator().manual_seed(3)
+    logits = (torch.randn(500, 10, generator=gen) * 30).to(dtype)  # large logits: the stabilizer matters
+    logits[:50, 3] = logits[:50, 7] = 1e3  # ties: the first maximal index is the prediction, as argmax's
+    y = torch.randint(0, 10, (500,), generator=gen)
+    loss, correct = metrics.loss_and_correct(logits, y)
+    expected = nn.functional.cross_entropy(logits, y, reduction="sum")
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6 if dtype == torch.float32 else 1e-12)
+    assert int(correct) == int((logits.argmax(1) == y).sum())
+    logits[0, 0] = float("nan")  # a diverged model's loss is NaN, as cross_entropy's
+    assert math.isnan(float(metrics.loss_and_correct(logits, y)[0]))
+
+
 def test_evaluate_restores_eval_mode_and_uses_eval_behaviour():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Dropout(0.9), nn.Linear(4, 2))

@@ -57,6 +57,17 @@ def logits32(out: torch.Tensor) -> torch.Tensor:
     return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 
+def loss_and_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The summed cross-entropy and the number of correct predictions of ``logits`` (N, classes) against ``y``
+    (N,). The row maxima serve twice, as the stabilizer of the log-sum-exp and as the predictions (the first
+    maximal index, as ``argmax``): the same numbers as ``F.cross_entropy(..., reduction="sum")`` (to float
+    rounding) and ``(logits.argmax(1) == y).sum()``, in fewer passes: on the CPU, for few classes, a few
+    times faster than ``F.cross_entropy``, whose log-softmax runs along rows of 10."""
+    top, predicted = logits.max(1)
+    lse = top + (logits - top[:, None]).exp_().sum(1).log_()
+    return (lse - logits.gather(1, y[:, None]).squeeze(1)).sum(), (predicted == y).sum()
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)``, in chunks of ``batch_size``. The chunks' sums
@@ -67,9 +78,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for i in range(0, len(x), batch_size):
-        out = logits32(model(x[i : i + batch_size]))
-        loss_sum += torch.nn.functional.cross_entropy(out, y[i : i + batch_size], reduction="sum")
-        correct += (out.argmax(1) == y[i : i + batch_size]).sum()
+        out, target = logits32(model(x[i : i + batch_size])), y[i : i + batch_size]
+        loss, right = loss_and_correct(out, target)
+        loss_sum += loss
+        correct += right
     model.train(was_training)
     return float(loss_sum) / len(x), int(correct) / len(x)
 
