@@ -12,14 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
-from batchlab import analysis, models, numbers, paper, sequential, store, tables
+from batchlab import analysis, models, numbers, paper, sequential, store, tables, verdicts
 from batchlab.paper import PaperError
+from batchlab.uncertainty import FAILS, HOLDS, INCONCLUSIVE, Judgement
 
 from studies import SMALL_STUDY, tiny_specs, with_variants
 
-VERDICT = re.compile(r"holds( for all \d+ architectures| for both architectures| for \d+ of \d+ architectures \(not for .+\))?"
-                     r"|does not hold( for any of the \d+ architectures| for either architecture)?"
-                     r"|cannot be tested on this study.*")
+VERDICT = re.compile(
+    r"(holds|does not hold|inconclusive)( for all \d+ architectures| for both architectures| for either architecture"
+    r"| for any of the \d+ architectures)?( \(about [\d a-z]+ seeds would decide (it|them)\))?"
+    r"|((holds for \d+ of \d+ architectures \([^)]+\)|does not hold for [^;]+|inconclusive for [^;]+)(; )?)+"
+    r"|cannot be tested on this study.*")
 
 
 @pytest.fixture(scope="session")
@@ -148,6 +151,15 @@ def test_formatting_helpers():
     assert numbers.sci(math.nan) == "n/a"
 
 
+def value_of(text: str) -> float:
+    """The number a macro prints before its interval ("92.8 [91.9, 93.6]" -> 92.8; a negative one in math mode)."""
+    return float(text.split(" [")[0].removeprefix("\\ensuremath{").removesuffix("}"))
+
+
+def J(state: str, seeds: float = 2) -> Judgement:  # noqa: N802  (a judgement of that state)
+    return Judgement(state, 0.0, 0.0, 0.0, seeds)
+
+
 @pytest.mark.parametrize("results, text", [
     ({}, "cannot be tested on this study"),
     ({"mlp": None, "cnn1d": None}, "cannot be tested on this study"),
@@ -158,9 +170,19 @@ def test_formatting_helpers():
     ({"logreg": False, "mlp": False}, "does not hold for either architecture"),
     ({"logreg": True, "mlp": True}, "holds for both architectures"),
     ({"logreg": False, "mlp": False, "cnn1d": False}, "does not hold for any of the 3 architectures"),
-    ({"logreg": True, "mlp": False, "cnn1d": True}, "holds for 2 of 3 architectures (not for MLP)"),
-    ({"logreg": False, "mlp": False, "cnn1d": True}, "holds for 1 of 3 architectures (not for logistic regression, MLP)"),
-    ({"new_arch": False, "mlp": True}, "holds for 1 of 2 architectures (not for new_arch)"),
+    ({"logreg": True, "mlp": False, "cnn1d": True},
+     "holds for 2 of 3 architectures (logistic regression, 1-D CNN); does not hold for MLP"),
+    ({"logreg": False, "mlp": False, "cnn1d": True},
+     "holds for 1 of 3 architectures (1-D CNN); does not hold for logistic regression, MLP"),
+    ({"new_arch": False, "mlp": True}, "holds for 1 of 2 architectures (MLP); does not hold for new_arch"),
+    # three-valued: judged over the resamples, with the seeds an inconclusive one would need
+    ({"logreg": J(HOLDS), "mlp": J(INCONCLUSIVE, 9), "cnn1d": J(HOLDS)},
+     "holds for 2 of 3 architectures (logistic regression, 1-D CNN); inconclusive for MLP (about 9 seeds would "
+     "decide it)"),
+    ({"mlp": J(INCONCLUSIVE, 12), "cnn1d": J(INCONCLUSIVE, 40)},
+     "inconclusive for both architectures (about 12 and 40 seeds would decide them)"),
+    ({"logreg": J(FAILS), "mlp": J(INCONCLUSIVE, 5)}, "does not hold for logistic regression; inconclusive for MLP "
+     "(about 5 seeds would decide it)"),
 ])
 def test_verdict_texts(results, text):
     assert numbers.verdict(results) == text
@@ -214,7 +236,7 @@ def test_compute_best_accuracy_matches_the_runs(macros, aggregated):
     for arch, suffix in (("mlp", "Mlp"), ("logreg", "Logreg")):
         sub = runs[runs["arch"] == arch]
         cell_means = sub.groupby(["batch_size", "lr"])["final_test_acc"].mean()
-        assert float(macros[f"BestAcc{suffix}"]) == pytest.approx(100 * cell_means.max(), abs=0.051)
+        assert value_of(macros[f"BestAcc{suffix}"]) == pytest.approx(100 * cell_means.max(), abs=0.051)
 
 
 def test_compute_claim_verdicts(macros):
@@ -332,7 +354,7 @@ def test_noise_numbers_and_claim_ten(macros, aggregated):
     assert macros["NoiseRhoCnnOneD"] == numbers.NA
     curves = analysis.noise_scale_curves(runs, history)
     c = curves[(curves["arch"] == "mlp") & curves["b_simple"].notna()]
-    assert float(macros["NoiseRhoMlp"].strip("\\ensuremath{}")) == pytest.approx(
+    assert value_of(macros["NoiseRhoMlp"]) == pytest.approx(
         analysis.spearman(c["train_loss"], c["b_simple"]), abs=0.005)
     assert VERDICT.fullmatch(macros["ClaimTen"])
 
@@ -344,7 +366,7 @@ def test_sharpness_numbers_and_claim_eight(macros, aggregated):
     best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"]))
     row = best[best["batch_size"] == 128].iloc[0]
     at_large = runs[(runs["arch"] == "mlp") & (runs["batch_size"] == 128) & (runs["lr"] == row["lr"])]
-    assert float(macros["SharpLargeBMlp"]) == pytest.approx(at_large["final_sharpness_0.001"].mean(), rel=0.005)
+    assert value_of(macros["SharpLargeBMlp"]) == pytest.approx(at_large["final_sharpness_0.001"].mean(), rel=0.005)
     assert macros["SharpSmallBCnnOneD"] == numbers.NA
     assert VERDICT.fullmatch(macros["ClaimEight"])
 
@@ -353,8 +375,8 @@ def test_temperature_numbers_and_claim_four(macros, aggregated):
     _, runs = aggregated
     cells = analysis.temperature_cells(runs[runs["arch"] == "mlp"])
     within, across = analysis.temperature_spreads(cells, 32)  # the median of 8, 32, 128
-    assert float(macros["TempWithinMlp"]) == pytest.approx(100 * within, abs=0.051)
-    assert float(macros["TempAcrossMlp"]) == pytest.approx(100 * across, abs=0.051)
+    assert value_of(macros["TempWithinMlp"]) == pytest.approx(100 * within, abs=0.051)
+    assert value_of(macros["TempAcrossMlp"]) == pytest.approx(100 * across, abs=0.051)
     assert macros["TempLimitMlp"] in {"8", "32", "128", numbers.NA}
     assert macros["TempWithinCnnOneD"] == numbers.NA
     # with linear scaling each grid column is one temperature: lr / (B (1 - 0.9)) = 10 x the base lr
@@ -372,7 +394,7 @@ def test_critical_batch_numbers_follow_the_fit(macros, aggregated):
         b_crit = fits.loc[arch, "b_crit"]
         text = macros[f"BCrit{suffix}"]
         if math.isfinite(b_crit):
-            assert float(text) == pytest.approx(b_crit, abs=0.51)
+            assert value_of(text) == pytest.approx(b_crit, abs=0.51)
         else:
             assert text in {numbers.NA, "above 128"}
     assert macros["BCritCnnOneD"] == numbers.NA and macros["BSimpleTargetCnnOneD"] == numbers.NA
@@ -383,8 +405,8 @@ def test_dynamics_numbers(macros, aggregated):
     history, runs = aggregated
     curves = analysis.best_lr_curves(runs, history, ["dist_init", "grad_norm_q50"])
     mlp = curves[curves["arch"] == "mlp"]
-    assert float(macros["GradNormSmallBMlp"]) == pytest.approx(mlp[mlp["batch_size"] == 8]["grad_norm_q50"].median(), rel=0.005)
-    rsq = float(macros["DistLogRsqMlp"])
+    assert value_of(macros["GradNormSmallBMlp"]) == pytest.approx(mlp[mlp["batch_size"] == 8]["grad_norm_q50"].median(), rel=0.005)
+    rsq = value_of(macros["DistLogRsqMlp"])
     assert -1 <= rsq <= 1
     assert macros["DistLogRsqCnnOneD"] == numbers.NA
 
@@ -406,14 +428,14 @@ def _interpolation_table() -> pd.DataFrame:
 
 
 def test_interpolation_numbers_and_the_steeper_side_of_claim_eight(aggregated):
-    values = numbers.interpolation_numbers(_interpolation_table())
+    values = verdicts.settle(numbers.interpolation_numbers(_interpolation_table()))
     assert values["InterpDelta"] == "0.5" and values["InterpPoints"] == "13" and values["InterpSeeds"] == "2"
     assert values["InterpAlphaMin"] == "\\ensuremath{-1}" and values["InterpAlphaMax"] == "2"
     assert (values["InterpSmallBMlp"], values["InterpLargeBMlp"]) == ("8", "128")
-    assert float(values["InterpRiseSmallMlp"]) == pytest.approx(0.25) and float(values["InterpRiseLargeMlp"]) == pytest.approx(1.0)
-    assert float(values["InterpRiseSmallLogreg"]) == pytest.approx(0.5) and float(values["InterpRiseLargeLogreg"]) == pytest.approx(0.125)
-    assert float(values["InterpBarrierMlp"]) == pytest.approx(0.3)
-    assert values["ClaimEightInterp"] == "holds for 1 of 2 architectures (not for logistic regression)"
+    assert value_of(values["InterpRiseSmallMlp"]) == pytest.approx(0.25) and value_of(values["InterpRiseLargeMlp"]) == pytest.approx(1.0)
+    assert value_of(values["InterpRiseSmallLogreg"]) == pytest.approx(0.5) and value_of(values["InterpRiseLargeLogreg"]) == pytest.approx(0.125)
+    assert value_of(values["InterpBarrierMlp"]) == pytest.approx(0.3)
+    assert values["ClaimEightInterp"] == "holds for 1 of 2 architectures (MLP); does not hold for logistic regression"
     assert values["InterpRiseLargeCnnOneD"] == numbers.NA
     # without an interpolation table (or an empty one) the paper still builds, and says so
     runs, history = aggregated[1], aggregated[0]
@@ -445,15 +467,15 @@ def test_variant_runs_get_their_name_in_both_tables_and_the_main_grid_an_empty_o
     (0.505, True, "holds", "holds"), (0.49, False, "does not hold", "does not hold")])
 def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth_acc, shrinks, five, seven):
     history, runs = aggregated
-    values = numbers.variant_numbers(with_variants(runs, growth_acc, shrinks), history)
+    values = verdicts.settle(numbers.variant_numbers(with_variants(runs, growth_acc, shrinks), history))
     assert (values["ClaimFive"], values["ClaimSevenSteps"]) == (five, seven)
     assert (values["VarDecayAccMlp"], values["VarConstAccMlp"], values["VarDecayStepsMlp"], values["VarGrowthStepsMlp"]) == (
         "51.0", "40.0", "100", "60")
     assert values["VarGrowthAccMlp"] == numbers.pct(growth_acc) and values["VarGrowthFactor"] == "4"
     best = analysis.best_per_batch(analysis.seed_mean(runs[runs["arch"] == "mlp"])).set_index("batch_size")["final_test_acc"]
     gap = 100 * (best[8] - best[128])
-    assert float(values["VarEpochGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap, abs=0.051)
-    assert float(values["VarStepGapMlp"].strip("\\ensuremath{}")) == pytest.approx(gap + (-5 if shrinks else 5), abs=0.051)
+    assert value_of(values["VarEpochGapMlp"]) == pytest.approx(gap, abs=0.051)
+    assert value_of(values["VarStepGapMlp"]) == pytest.approx(gap + (-5 if shrinks else 5), abs=0.051)
     assert (values["VarFixedSteps"], values["VarStepsSmallB"], values["VarStepsLargeB"]) == ("40", "8", "128")
     assert values["VarNumRuns"] == "14" and values["VarGrowthBatch"] == "8"
     assert (values["VarDropAccMlp"], values["VarDropConstAccMlp"], values["VarDropsMlp"]) == ("35.0", "30.0", "1.5")
@@ -463,6 +485,6 @@ def test_variant_numbers_claims_five_and_seven_by_their_rules(aggregated, growth
 def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macros):
     history, runs = aggregated
     computed = numbers.compute(with_variants(runs, 0.505, True), history, study="tiny_study")
-    own = {k for k in computed if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps"))}
+    own = {k for k in computed if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps", "VerdictTable"))}
     assert {k: v for k, v in computed.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
     assert macros["ClaimFive"] == macros["ClaimSevenSteps"] == "cannot be tested on this study"

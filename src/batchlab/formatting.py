@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 # What a macro holds where the study has no such number (an architecture it does not train, a variant it
 # does not run, a measurement it does not make).
@@ -66,6 +68,26 @@ def latex_text(text: str) -> str:
     special = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
     return "".join(special.get(ch, ch) for ch in text)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number the paper quotes that aggregates seeds, and how to print it (``fmt``, e.g. :func:`pct`):
+    batchlab.numbers prints it with its interval over the bootstrap resamples (:func:`with_interval`)."""
+
+    value: float
+    fmt: Callable[[float], str]
+
+
+def with_interval(q: Quantity, lo: float, hi: float) -> str:
+    """``q`` with its interval, as the paper prints it: "92.8 [91.9, 93.6]"; the value alone where the
+    interval is one number (every resample gives the same), or where the value or the interval is not a
+    number (n/a)."""
+    text = q.fmt(q.value)
+    if text == NA or any(x is None or math.isnan(x) for x in (lo, hi)):
+        return text
+    low, high = q.fmt(lo), q.fmt(hi)
+    return text if low == high else f"{text} [{low}, {high}]"
 
 
 def to_latex(values: dict[str, str]) -> str:

@@ -9,15 +9,18 @@ facts is of the study's first dataset.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis, claims, models
+from batchlab import analysis, claims, models, uncertainty
+from batchlab import verdicts as verdicts_mod
 from batchlab.claims import verdict  # noqa: F401  (re-exported: the paper's verdict texts)
-from batchlab.formatting import NA, duration, finite, macro_name, num, pct, sci, to_latex  # noqa: F401
+from batchlab.formatting import (NA, Quantity, duration, finite, macro_name, num, pct, sci, to_latex,  # noqa: F401
+                                 with_interval)
 from batchlab.side_numbers import (  # noqa: F401  (re-exported)
     HARDWARE_STEMS, hardware_numbers, interpolation_numbers, variant_numbers)
 
@@ -56,6 +59,41 @@ def _describe_schedule(runs: pd.DataFrame) -> str:
     return text
 
 
+# the config's ``analysis`` defaults (workflow/schemas/config.schema.yaml), for a caller that gives none
+ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0}
+
+
+def _integer(x: float) -> str:
+    return str(int(round(x))) if math.isfinite(x) else NA
+
+
+def _whole(x: float) -> str:
+    return num(x, ".0f")
+
+
+def _one_decimal(x: float) -> str:
+    return num(x, ".1f")
+
+
+def _three_digits(x: float) -> str:
+    return num(x, ".3g")
+
+
+def _examples(x: float) -> str:
+    """A noise scale in examples per batch: whole numbers from 10, two digits below."""
+    return num(x, ".0f" if math.isfinite(x) and abs(x) >= 10 else ".2g")
+
+
+def _batch_or_beyond(largest: float, x: float) -> str:
+    """A critical batch size: whole, or "above <largest>" where it lies beyond the grid."""
+    return num(x, ".0f") if math.isfinite(x) else f"above {int(largest)}" if x == math.inf and math.isfinite(largest) else NA
+
+
+def dataset_label(name: str) -> str:
+    """A dataset's name in the text: "MNIST-1D", "CIFAR-10", or the registered name with hyphens."""
+    return {"mnist1d": "MNIST-1D", "cifar10": "CIFAR-10"}.get(name, str(name).replace("_", "-"))
+
+
 def grid_facts(runs: pd.DataFrame) -> dict[str, float]:
     """What every claim's rule may need to know of one architecture's grid: how many batch sizes
     (``batch_sizes``) and grid learning rates (``lrs``) it has, and how many runs did not diverge
@@ -84,29 +122,29 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
 
     a = lambda name: macro_name(name, arch)  # noqa: E731
     values = {
-        a("BestAcc"): pct(top["final_test_acc"]),
-        a("BestAccBatch"): str(int(top["batch_size"])),
+        a("BestAcc"): Quantity(float(top["final_test_acc"]), pct),
+        a("BestAccBatch"): Quantity(float(top["batch_size"]), _integer),
         a("BestAccLR"): sci(top["lr"]),
-        a("AccSmallB"): pct(small["final_test_acc"]),
-        a("AccLargeB"): pct(large["final_test_acc"]),
-        a("TrainAccSmallB"): pct(small["final_train_acc"]),
-        a("TrainAccLargeB"): pct(large["final_train_acc"]),
-        a("GapSmallB"): pct(small["gap_acc"]),
-        a("GapLargeB"): pct(large["gap_acc"]),
-        a("BestLRSmallB"): sci(small["lr"]),
-        a("BestLRLargeB"): sci(large["lr"]),
-        a("LRSlopeSmall"): num(lr_small_slope),
-        a("LRSlopeLarge"): num(lr_large_slope),
-        a("StableSmallB"): str(int(stable.iloc[0]["n_stable"])),
-        a("StableLargeB"): str(int(stable.iloc[-1]["n_stable"])),
+        a("AccSmallB"): Quantity(float(small["final_test_acc"]), pct),
+        a("AccLargeB"): Quantity(float(large["final_test_acc"]), pct),
+        a("TrainAccSmallB"): Quantity(float(small["final_train_acc"]), pct),
+        a("TrainAccLargeB"): Quantity(float(large["final_train_acc"]), pct),
+        a("GapSmallB"): Quantity(float(small["gap_acc"]), pct),
+        a("GapLargeB"): Quantity(float(large["gap_acc"]), pct),
+        a("BestLRSmallB"): Quantity(float(small["lr"]), sci),
+        a("BestLRLargeB"): Quantity(float(large["lr"]), sci),
+        a("LRSlopeSmall"): Quantity(lr_small_slope, num),
+        a("LRSlopeLarge"): Quantity(lr_large_slope, num),
+        a("StableSmallB"): Quantity(float(stable.iloc[0]["n_stable"]), _integer),
+        a("StableLargeB"): Quantity(float(stable.iloc[-1]["n_stable"]), _integer),
         a("NumGridLRs"): str(int(stable.iloc[0]["n_lrs"])),
         a("StepsTarget"): pct(float(target.rsplit("_", 1)[1]), 0) if target else NA,
-        a("StepsSlopeSmall"): num(st_small),
-        a("StepsSlopeLarge"): num(st_large),
-        a("DistSmallB"): num(small["final_dist_init"], ".1f"),
-        a("DistLargeB"): num(large["final_dist_init"], ".1f"),
-        a("FixedAccLargeB"): pct(fixed_acc),
-        a("AccCorr"): num(analysis.spearman(best["batch_size"], best["final_test_acc"])),
+        a("StepsSlopeSmall"): Quantity(st_small, num),
+        a("StepsSlopeLarge"): Quantity(st_large, num),
+        a("DistSmallB"): Quantity(float(small["final_dist_init"]), _one_decimal),
+        a("DistLargeB"): Quantity(float(large["final_dist_init"]), _one_decimal),
+        a("FixedAccLargeB"): Quantity(fixed_acc, pct),
+        a("AccCorr"): Quantity(analysis.spearman(best["batch_size"], best["final_test_acc"]), num),
     }
     evidence = {
         **grid_facts(sub),
@@ -139,8 +177,8 @@ def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
         at = phi[phi["arch"] == arch].set_index("batch_size")["sharpness"]
         small, large = ((float(at.get(b, math.nan)) for b in (sub["batch_size"].min(), sub["batch_size"].max()))
                         if len(sub) else (math.nan,) * 2)
-        values[macro_name("SharpSmallB", arch)] = num(small, ".3g")
-        values[macro_name("SharpLargeB", arch)] = num(large, ".3g")
+        values[macro_name("SharpSmallB", arch)] = Quantity(small, _three_digits)
+        values[macro_name("SharpLargeB", arch)] = Quantity(large, _three_digits)
         if len(sub):
             evidence[arch] = {**grid_facts(sub), "sharp_small": small, "sharp_large": large}
     values.update(claims.macros("eight", evidence))
@@ -162,9 +200,9 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
             continue
         start, end = (float(c[c["progress"] == at]["b_simple"].median()) for at in (c["progress"].min(), 1.0))
         rho = analysis.spearman(c["train_loss"], c["b_simple"])
-        scale = lambda x: num(x, ".0f" if abs(x) >= 10 else ".2g")  # noqa: E731  (examples per batch)
-        values.update({macro_name("NoiseStart", arch): scale(start), macro_name("NoiseEnd", arch): scale(end),
-                       macro_name("NoiseRho", arch): num(rho, ".2f")})
+        values.update({macro_name("NoiseStart", arch): Quantity(start, _examples),
+                       macro_name("NoiseEnd", arch): Quantity(end, _examples),
+                       macro_name("NoiseRho", arch): Quantity(rho, num)})
         evidence[arch]["noise_rho"] = rho
     values.update(claims.macros("ten", evidence))
     return values
@@ -185,8 +223,8 @@ def temperature_numbers(runs: pd.DataFrame) -> dict[str, str]:
             within, across = analysis.temperature_spreads(cells, float(np.median(cells["batch_size"].unique())))
             best_t, limit = analysis.alike_limit(cells)
             evidence[arch] = {**grid_facts(sub), "temp_within": within, "temp_across": across}
-        values[macro_name("TempWithin", arch)] = pct(within)
-        values[macro_name("TempAcross", arch)] = pct(across)
+        values[macro_name("TempWithin", arch)] = Quantity(within, pct)
+        values[macro_name("TempAcross", arch)] = Quantity(across, pct)
         values[macro_name("TempBest", arch)] = sci(best_t) if math.isfinite(best_t) else NA
         values[macro_name("TempLimit", arch)] = str(int(limit)) if math.isfinite(limit) else NA
     values.update(claims.macros("four", evidence))
@@ -208,9 +246,8 @@ def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[st
         b_simple = (analysis.noise_scale_at_target(sub, history[history["arch"] == arch], target)
                     if math.isfinite(target) else math.nan)
         big = sub["batch_size"].max() if len(sub) else math.nan
-        values[macro_name("BCrit", arch)] = (num(b_crit, ".0f") if math.isfinite(b_crit)
-                                             else f"above {int(big)}" if b_crit == math.inf else NA)
-        values[macro_name("BSimpleTarget", arch)] = num(b_simple, ".0f")
+        values[macro_name("BCrit", arch)] = Quantity(b_crit, functools.partial(_batch_or_beyond, big))
+        values[macro_name("BSimpleTarget", arch)] = Quantity(b_simple, _whole)
         values[macro_name("CritTarget", arch)] = pct(target, 0) if math.isfinite(target) else NA
         if len(sub):
             evidence[arch] = {"crit_target": target, "b_crit": b_crit, "b_simple": b_simple, "batch_max": big}
@@ -233,9 +270,9 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
             rsq = float(np.nanmedian(fits)) if np.isfinite(fits).any() else math.nan
             small, large = (float(c[c["batch_size"] == b]["grad_norm_q50"].median())
                             for b in (c["batch_size"].min(), c["batch_size"].max()))
-        values[macro_name("DistLogRsq", arch)] = num(rsq)
-        values[macro_name("GradNormSmallB", arch)] = num(small, ".3g")
-        values[macro_name("GradNormLargeB", arch)] = num(large, ".3g")
+        values[macro_name("DistLogRsq", arch)] = Quantity(rsq, num)
+        values[macro_name("GradNormSmallB", arch)] = Quantity(small, _three_digits)
+        values[macro_name("GradNormLargeB", arch)] = Quantity(large, _three_digits)
     return values
 
 
@@ -246,7 +283,7 @@ def study_facts(runs: pd.DataFrame, history: pd.DataFrame, study: str) -> dict[s
     evals = history.groupby("run_id").size().max() if len(history) else 0
     return {
         "StudyName": study.replace("_", "\\_"),
-        "DatasetName": "MNIST-1D" if first["dataset"] == "mnist1d" else str(first["dataset"]).replace("_", "-"),
+        "DatasetName": dataset_label(first["dataset"]),
         "NumRuns": str(len(runs)),
         "NumDiverged": str(int(runs["diverged"].sum())),
         "NumArchs": str(runs["arch"].nunique()),
@@ -274,16 +311,16 @@ def study_facts(runs: pd.DataFrame, history: pd.DataFrame, study: str) -> dict[s
 GRID_CLAIMS = ("one_acc", "one_gap", "two_narrows", "two_small_best", "three", "six", "seven", "nine")
 
 
-def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
-            hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
-    """All macros: study facts, per-architecture numbers, and claim verdicts; ``hardware`` is the hardware
-    table (batchlab.hardware), when measured, and ``interpolation`` the interpolation table, when the study
-    has one. Only the variants' own numbers read the variant runs; every other number is of the main grid."""
+def measure(runs: pd.DataFrame, history: pd.DataFrame, hardware: pd.DataFrame | None = None,
+            interpolation: pd.DataFrame | None = None) -> dict[str, object]:
+    """Every macro of one dataset's runs (main grid and variants) but the study facts: text, a
+    :class:`~batchlab.formatting.Quantity` for each number that aggregates seeds, a
+    :class:`~batchlab.claims.Margins` for each verdict. :func:`compute` takes it on the study and on every
+    resample of its seeds."""
     variant_values = variant_numbers(runs, history)
     runs, history = analysis.main_grid(runs, history)
-    values = study_facts(runs, history, study)
-    archs = list(dict.fromkeys(analysis.first_dataset(runs)["arch"]))
-    evidence, per_arch = {}, {}
+    archs = list(dict.fromkeys(runs["arch"]))
+    evidence, per_arch, values = {}, {}, {}
     for arch in archs:
         per_arch[arch], evidence[arch] = arch_numbers(runs, arch)
     stems = [name.removesuffix(macro_name(archs[0])) for name in per_arch[archs[0]]]
@@ -303,10 +340,54 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     return values
 
 
+def _of_dataset(table: pd.DataFrame | None, dataset: str) -> pd.DataFrame | None:
+    if table is None or "dataset" not in table:
+        return table
+    return table[table["dataset"] == dataset].reset_index(drop=True)
+
+
+def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
+            hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None,
+            settings: dict | None = None) -> dict[str, str]:
+    """All macros: study facts, per-architecture numbers with their intervals over seeds, claim verdicts;
+    ``hardware`` is the hardware table (batchlab.hardware), when measured, ``interpolation`` the
+    interpolation table, when the study has one, and ``settings`` the config's ``analysis`` section (level,
+    resamples, seed). Every dataset is measured and judged on its own: the text quotes the first dataset's
+    numbers, the verdicts and the verdict table cover them all. Only the variants' own numbers read the
+    variant runs; every other number is of the main grid."""
+    settings = {**ANALYSIS_DEFAULTS, **(settings or {})}
+    main = analysis.main_grid(runs)
+    values = study_facts(main, analysis.main_grid(runs, history)[1], study)
+    per_dataset, verdicts = {}, {}
+    for dataset in dict.fromkeys(main["dataset"]):
+        runs_d, history_d = _of_dataset(runs, dataset), _of_dataset(history, dataset)
+        hardware_d, inter_d = _of_dataset(hardware, dataset), _of_dataset(interpolation, dataset)
+        seeds = sorted(set(analysis.main_grid(runs_d)["seed"]))
+        draws = uncertainty.seed_resamples(seeds, settings["resamples"], settings["seed"])
+        point = measure(runs_d, history_d, hardware_d, inter_d)
+        samples = [measure(*_swap(verdicts_mod.resampled(runs_d, history_d, inter_d, d.seeds), hardware_d)) for d in draws]
+        per_dataset[dataset], verdicts[dataset] = verdicts_mod.judged(point, samples, [d.weight for d in draws],
+                                                          settings["level"], len(seeds))
+    first = next(iter(per_dataset))
+    values.update(per_dataset[first])
+    labels = {d: dataset_label(d) for d in per_dataset}
+    values.update(verdicts_mod.verdict_texts(per_dataset, verdicts, labels))
+    archs = {d: list(dict.fromkeys(_of_dataset(main, d)["arch"])) for d in per_dataset}
+    values.update(verdicts_mod.verdict_table(verdicts, archs, labels))
+    values.update(verdicts_mod.uncertainty_facts(main, settings))
+    return values
+
+
+def _swap(tables: tuple, hardware: pd.DataFrame | None) -> tuple:
+    runs, history, interpolation = tables
+    return runs, history, hardware, interpolation
+
+
 def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study",
-          hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None) -> dict[str, str]:
+          hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None,
+          settings: dict | None = None) -> dict[str, str]:
     """Compute every macro and write them to ``path``; return them."""
-    values = compute(runs, history, study, hardware, interpolation)
+    values = compute(runs, history, study, hardware, interpolation, settings)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(to_latex(values))
     return values

@@ -25,6 +25,7 @@ rule write_numbers:
         **LIGHT_RESOURCES,
     params:
         study=STUDY["study"],
+        analysis=STUDY["analysis"],
         code=code_of("workflow/scripts/write_numbers.py"),
     script:
         "../scripts/write_numbers.py"

@@ -14,6 +14,7 @@ values = numbers.write(
     study=snakemake.params.study,
     hardware=pd.read_parquet(snakemake.input.hardware) if "hardware" in snakemake.input.keys() else None,
     interpolation=pd.read_parquet(snakemake.input.interpolation),
+    settings=dict(snakemake.params.analysis),
 )
 log = logging.getLogger("batchlab.numbers")
 log.info("wrote %d macros to %s", len(values), snakemake.output[0])
