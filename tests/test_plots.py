@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from batchlab import analysis, plots
+from batchlab import analysis, fits, plots
 
 from studies import with_variants
 
@@ -53,16 +53,19 @@ def test_noise_temperature_figure_draws_one_line_per_temperature(aggregated):
 def test_critical_batch_figure_draws_the_fitted_trade_off(aggregated):
     _, runs = aggregated
     fig = plots.critical_batch(runs)
-    fits = analysis.critical_batches(runs).set_index("arch")
+    table = analysis.critical_batches(runs)
+    assert (table["fit_good"] == (table["fit_r2"] >= fits.GOOD_FIT_R2)).all()
+    assert table["extrapolated"].dtype == bool
+    fitted = table.set_index("arch")
     for ax, arch in zip(visible_axes(fig), ("logreg", "mlp")):
-        if math.isnan(fits.loc[arch, "target"]):
+        if math.isnan(fitted.loc[arch, "target"]):
             assert "no target reached" in [t.get_text() for t in ax.texts]
             continue
         fit = [line for line in ax.get_lines() if line.get_label().startswith("fit")]
-        if math.isfinite(fits.loc[arch, "e_min"]):
+        if math.isfinite(fitted.loc[arch, "e_min"]):
             examples, steps = fit[0].get_xdata(), fit[0].get_ydata()
             b = examples / steps  # every point of the curve lies on S = S_min + E_min / B
-            assert steps == pytest.approx(fits.loc[arch, "s_min"] + fits.loc[arch, "e_min"] / b)
+            assert steps == pytest.approx(fitted.loc[arch, "s_min"] + fitted.loc[arch, "e_min"] / b)
 
 
 

@@ -177,7 +177,9 @@ def main_target(cells: pd.DataFrame) -> tuple[str | None, pd.DataFrame | None]:
 
 def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch): the target of :func:`main_target` and the fit of :func:`critical_batch` to the fewest
-    steps to it at each batch size (S_min, E_min, B_crit)."""
+    steps to it at each batch size (S_min, E_min, B_crit), with its quality (batchlab.fits.fit_quality:
+    ``fit_r2`` and ``fit_rms_log`` in log space, ``fit_good``, and ``extrapolated`` for a B_crit outside the
+    batch sizes' range)."""
     rows = []
     cells = seed_mean(runs)
     for (dataset, arch), group in cells.groupby(["dataset", "arch"], sort=True):
@@ -185,7 +187,8 @@ def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
         fit = critical_batch(steps["batch_size"], steps["steps"]) if column else critical_batch([], [])
         rows.append({"dataset": dataset, "arch": arch,
                      "target": float(column.rsplit("_", 1)[1]) if column else math.nan, **fit})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points"])
+    return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points", "fit_r2",
+                                       "fit_rms_log", "fit_good", "extrapolated"])
 
 
 TIME_COLUMNS = ["dataset", "arch", "batch_size", "target", "steps", "lr", "seconds_per_step", "samples_per_s",
