@@ -148,6 +148,9 @@ def test_noise_scale_at_target_reads_the_first_measurement_past_the_target():
                          "train_loss": 1.0 / (step + 1), "noise_grad_sq": 0.1,
                          "noise_trace": (step + 1) * r.batch_size})
     history = pd.DataFrame(rows)
-    # 0.5 is first reached at step 2: B_simple 30 * B; the median of B = 4 and 64 is 30 * 34
-    assert analysis.noise_scale_at_target(runs, history, 0.5) == pytest.approx(30 * 34)
+    # 0.5 is first reached at step 2: that evaluation alone (decay 0) has B_simple 30 * B; the median of
+    # B = 4 and 64 is 30 * 34
+    assert analysis.noise_scale_at_target(runs, history, 0.5, decay=0) == pytest.approx(30 * 34)
+    # decay 0.5: the trace's debiased average over B * (1, 2, 3) is B (0.125 + 0.5 + 1.5) / 0.875 = B 17/7
+    assert analysis.noise_scale_at_target(runs, history, 0.5, decay=0.5) == pytest.approx(10 * 34 * 17 / 7)
     assert math.isnan(analysis.noise_scale_at_target(runs, history, 0.95))
