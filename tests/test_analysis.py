@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchlab import analysis
+from batchlab import analysis, fits
 
 BATCHES = [2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -41,6 +41,38 @@ def test_critical_batch_skips_unreached_targets_and_needs_two_points():
     fit = analysis.critical_batch([2, 4, 8, 16], [60.0, math.nan, 20.0, 15.0])
     assert fit["points"] == 3 and math.isfinite(fit["b_crit"])
     assert math.isnan(analysis.critical_batch([2, 4], [10.0, math.nan])["b_crit"])
+
+
+@pytest.mark.parametrize("s_min, e_min, outside", [(100.0, 6400.0, False), (37.0, 50.0, True), (5.0, 90000.0, True)])
+def test_a_fit_to_steps_from_the_formula_is_perfect(s_min, e_min, outside):
+    b = np.array(BATCHES, float)
+    fit = analysis.critical_batch(b, s_min * (1 + (e_min / s_min) / b))
+    assert fit["fit_r2"] == pytest.approx(1.0) and fit["fit_rms_log"] == pytest.approx(0.0, abs=1e-9)
+    assert fit["fit_good"]
+    # B_crit = 64 lies in 2..256; 1.35 below the smallest batch size, 18,000 beyond the largest
+    assert fit["extrapolated"] is outside
+
+
+def test_steps_that_rise_then_fall_fit_badly():
+    b = np.array(BATCHES, float)
+    steps = np.array([100.0, 150.0, 250.0, 400.0, 300.0, 180.0, 120.0, 90.0])  # no trade-off: up, then down
+    fit = analysis.critical_batch(b, steps)
+    assert fit["fit_r2"] < fits.GOOD_FIT_R2 and not fit["fit_good"]
+    predicted = fit["s_min"] + fit["e_min"] / b
+    assert fit["fit_rms_log"] == pytest.approx(np.sqrt(np.mean(np.log(steps / predicted) ** 2)))
+    total = np.sum((np.log(steps) - np.log(steps).mean()) ** 2)
+    assert fit["fit_r2"] == pytest.approx(1 - np.sum(np.log(steps / predicted) ** 2) / total)
+
+
+def test_fit_quality_of_the_edge_cases():
+    b = np.array(BATCHES, float)
+    perfect = analysis.critical_batch(b, 4096 / b)  # B_crit infinite: extrapolated, though the fit is exact
+    assert perfect["extrapolated"] and perfect["fit_r2"] == pytest.approx(1.0)
+    flat = analysis.critical_batch(b, np.full_like(b, 70.0))  # B_crit 0, below the smallest batch size
+    assert flat["extrapolated"] and math.isnan(flat["fit_r2"]) and flat["fit_rms_log"] == pytest.approx(0.0)
+    two = analysis.critical_batch([2, 4, 8], [60.0, math.nan, 20.0])  # two points: nothing to judge
+    assert math.isnan(two["fit_r2"]) and math.isnan(two["fit_rms_log"]) and not two["fit_good"]
+    assert analysis.critical_batch([], [])["extrapolated"]  # no fit, no B_crit within the range
 
 
 def synthetic_runs(accuracy, momentum=0.0, lrs_per_example=(2.0**-10, 2.0**-9, 2.0**-8), seeds=(0, 1)):
@@ -116,6 +148,9 @@ def test_noise_scale_at_target_reads_the_first_measurement_past_the_target():
                          "train_loss": 1.0 / (step + 1), "noise_grad_sq": 0.1,
                          "noise_trace": (step + 1) * r.batch_size})
     history = pd.DataFrame(rows)
-    # 0.5 is first reached at step 2: B_simple 30 * B; the median of B = 4 and 64 is 30 * 34
-    assert analysis.noise_scale_at_target(runs, history, 0.5) == pytest.approx(30 * 34)
+    # 0.5 is first reached at step 2: that evaluation alone (decay 0) has B_simple 30 * B; the median of
+    # B = 4 and 64 is 30 * 34
+    assert analysis.noise_scale_at_target(runs, history, 0.5, decay=0) == pytest.approx(30 * 34)
+    # decay 0.5: the trace's debiased average over B * (1, 2, 3) is B (0.125 + 0.5 + 1.5) / 0.875 = B 17/7
+    assert analysis.noise_scale_at_target(runs, history, 0.5, decay=0.5) == pytest.approx(10 * 34 * 17 / 7)
     assert math.isnan(analysis.noise_scale_at_target(runs, history, 0.95))

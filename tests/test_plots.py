@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from batchlab import analysis, plots
+from batchlab import analysis, fits, plots
+from batchlab.plots_batch_size import _seed_band
 
 from studies import with_variants
 
@@ -39,6 +42,53 @@ def test_dynamics_figures_draw_one_curve_per_batch_size_at_its_best_lr(aggregate
     assert axes[0].get_xscale() == ("log" if name == "distance" else "linear")
 
 
+def a_third_seed(runs, history):
+    """The small study with a made-up third seed: seed 0's runs again, their noise trace 1.5 times larger."""
+    def third(table):
+        extra = table[table["seed"] == 0].assign(seed=2, run_id=lambda t: t["run_id"] + "-third")
+        return pd.concat([table, extra], ignore_index=True)
+    history = third(history.merge(runs[["run_id", "seed"]], on="run_id", suffixes=("_h", "")))
+    history = history.assign(noise_trace=history["noise_trace"].where(history["seed"] != 2, 1.5 * history["noise_trace"]))
+    return third(runs), history
+
+
+@pytest.mark.parametrize("seeds", [2, 3])
+def test_noise_scale_figure_draws_the_smoothed_line_a_band_over_seeds_and_the_raw_points(aggregated, seeds):
+    history, runs = aggregated
+    if seeds == 3:
+        runs, history = a_third_seed(runs, history)
+    fig = plots.noise_scale(runs, history, resamples=200)
+    curves = analysis.noise_scale_curves(runs, history)
+    per_run = analysis.noise_scale_runs(runs, history)
+    mlp = visible_axes(fig)[1]
+    c = curves[(curves["arch"] == "mlp") & (curves["batch_size"] == 32) & (curves["b_simple"] > 0)]
+    line = next(line for line in mlp.get_lines() if line.get_label() == "B=32")
+    assert list(line.get_ydata()) == pytest.approx(list(c["b_simple"]))  # smoothed, not one evaluation alone
+    assert any(list(p.get_ydata()) == pytest.approx(list(curves[(curves["arch"] == "mlp") & (curves["batch_size"] == 32)
+               & (curves["b_simple_raw"] > 0)]["b_simple_raw"])) for p in mlp.get_lines() if p.get_alpha())
+    bands = mlp.collections
+    assert len(bands) == 3  # one band per batch size
+    own = per_run[(per_run["arch"] == "mlp") & (per_run["batch_size"] == 32)].groupby("step")["b_simple"]
+    y = bands[1].get_paths()[0].vertices[:, 1]
+    kind = "min–max over seeds" if seeds == 2 else "95% bootstrap interval of the seed mean"
+    assert kind in [t.get_text() for t in fig.legends[0].get_texts()]
+    if seeds == 2:  # the band spans the seeds' own smoothed noise scales
+        assert y.min() == pytest.approx(own.min()[own.min() > 0].min()) and y.max() == pytest.approx(own.max().max())
+    else:  # within them: a resampled mean of seeds lies between the smallest and the largest seed
+        assert own.min().min() * (1 - 1e-9) <= y.min() and y.max() <= own.max().max() * (1 + 1e-9)
+
+
+def test_the_band_over_seeds_by_hand():
+    rng = np.random.default_rng(0)
+    assert _seed_band([2.0, 6.0], [1.0, 2.0], 0.95, 100, rng) == (2.0, 3.0, "min–max over seeds")
+    same = _seed_band([4.0, 4.0, 4.0], [2.0, 2.0, 2.0], 0.95, 100, rng)
+    assert same == (pytest.approx(2.0), pytest.approx(2.0), "95% bootstrap interval of the seed mean")
+    lo, hi, _ = _seed_band([1.0, 2.0, 8.0, 3.0], [1.0, 1.0, 1.0, 1.0], 0.9, 2000, rng)
+    assert 1.0 <= lo < 3.5 < hi <= 8.0  # around the mean 3.5, inside the seeds' range
+    wide, _, _ = _seed_band([1.0, 2.0, 8.0, 3.0], [1.0, 1.0, 1.0, 1.0], 0.99, 2000, np.random.default_rng(0))
+    assert wide <= lo
+
+
 def test_noise_temperature_figure_draws_one_line_per_temperature(aggregated):
     _, runs = aggregated
     fig = plots.noise_temperature(runs)
@@ -53,16 +103,19 @@ def test_noise_temperature_figure_draws_one_line_per_temperature(aggregated):
 def test_critical_batch_figure_draws_the_fitted_trade_off(aggregated):
     _, runs = aggregated
     fig = plots.critical_batch(runs)
-    fits = analysis.critical_batches(runs).set_index("arch")
+    table = analysis.critical_batches(runs)
+    assert (table["fit_good"] == (table["fit_r2"] >= fits.GOOD_FIT_R2)).all()
+    assert table["extrapolated"].dtype == bool
+    fitted = table.set_index("arch")
     for ax, arch in zip(visible_axes(fig), ("logreg", "mlp")):
-        if math.isnan(fits.loc[arch, "target"]):
+        if math.isnan(fitted.loc[arch, "target"]):
             assert "no target reached" in [t.get_text() for t in ax.texts]
             continue
         fit = [line for line in ax.get_lines() if line.get_label().startswith("fit")]
-        if math.isfinite(fits.loc[arch, "e_min"]):
+        if math.isfinite(fitted.loc[arch, "e_min"]):
             examples, steps = fit[0].get_xdata(), fit[0].get_ydata()
             b = examples / steps  # every point of the curve lies on S = S_min + E_min / B
-            assert steps == pytest.approx(fits.loc[arch, "s_min"] + fits.loc[arch, "e_min"] / b)
+            assert steps == pytest.approx(fitted.loc[arch, "s_min"] + fitted.loc[arch, "e_min"] / b)
 
 
 

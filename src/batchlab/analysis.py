@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from batchlab import gradient_noise
+
 # re-exported: figures, notebooks and numbers read the fits as analysis.<name>
 from batchlab.fits import critical_batch, log_fit, loglog_slope, spearman, split_slopes  # noqa: F401
 
@@ -82,20 +84,25 @@ def steps_to_target(cells: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None) -> pd.DataFrame:
     """The gradient noise scale over training, per (dataset, arch, batch size) at that batch size's best
-    learning rate: per evaluated step, the numerator and denominator averaged over seeds first and their
-    ratio taken last (McCandlish et al. 2018), with the mean train loss, the mean test accuracy and the
-    fraction of training done."""
-    keys = ["dataset", "arch", "batch_size"]
-    columns = [*keys, "step", "progress", "train_loss", "test_acc", "noise_grad_sq", "noise_trace", "b_simple"]
+    learning rate (batchlab.gradient_noise): per evaluated step, ``b_simple`` from numerator and denominator
+    each averaged over the run's evaluations so far (debiased moving average of decay ``decay``, the schema's
+    ``analysis.noise_ema`` by default), then over seeds, their ratio taken last (McCandlish et al. 2018), and
+    ``b_simple_raw`` from that evaluation alone; with the mean train loss and test accuracy and the fraction
+    of training done."""
     if "noise_trace" not in history or history["noise_trace"].isna().all():
-        return pd.DataFrame(columns=columns)
-    curves = best_lr_curves(runs, history[history["noise_trace"].notna()],
-                            ["train_loss", "test_acc", "noise_grad_sq", "noise_trace"])
-    curves["progress"] = curves["step"] / curves.groupby(keys)["step"].transform("max")
-    curves["b_simple"] = (curves["noise_trace"] / curves["noise_grad_sq"]).where(curves["noise_grad_sq"] > 0)
-    return curves[columns]
+        return pd.DataFrame(columns=gradient_noise.CURVE_COLUMNS)
+    return gradient_noise.curves(noise_scale_runs(runs, history, decay))
+
+
+def noise_scale_runs(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None) -> pd.DataFrame:
+    """The history's noise-scale measurements of each run at its batch size's best learning rate, with their
+    moving averages and the run's own smoothed ``b_simple`` (:func:`batchlab.gradient_noise.smooth`)."""
+    keys = ["dataset", "arch", "batch_size"]
+    best = best_per_batch(seed_mean(runs))[keys + ["lr"]]
+    measured = history[history["noise_trace"].notna() & history["noise_grad_sq"].notna()]
+    return gradient_noise.smooth(measured.merge(best, on=keys + ["lr"]), decay)
 
 
 def best_lr_curves(runs: pd.DataFrame, history: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -155,11 +162,12 @@ def alike_limit(cells: pd.DataFrame, tolerance: float = ALIKE_TOLERANCE) -> tupl
     return float(t), limit
 
 
-def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: float) -> float:
-    """B_simple where training reaches a target: per batch size at its best learning rate, the noise scale
-    (seed-averaged numerator over denominator) at the first measured step whose seed-mean test accuracy is at
-    least ``target``; the median over batch sizes (NaN where none reaches it)."""
-    curves = noise_scale_curves(runs, history)
+def noise_scale_at_target(runs: pd.DataFrame, history: pd.DataFrame, target: float,
+                          decay: float | None = None) -> float:
+    """B_simple where training reaches a target: per batch size at its best learning rate, the smoothed noise
+    scale of :func:`noise_scale_curves` at the first measured step whose seed-mean test accuracy is at least
+    ``target``; the median over batch sizes (NaN where none reaches it)."""
+    curves = noise_scale_curves(runs, history, decay)
     reached = curves[(curves["test_acc"] >= target) & curves["b_simple"].notna()].sort_values("step")
     found = reached.groupby(["dataset", "arch", "batch_size"])["b_simple"].first()
     return float(found.median()) if len(found) else math.nan
@@ -177,7 +185,9 @@ def main_target(cells: pd.DataFrame) -> tuple[str | None, pd.DataFrame | None]:
 
 def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch): the target of :func:`main_target` and the fit of :func:`critical_batch` to the fewest
-    steps to it at each batch size (S_min, E_min, B_crit)."""
+    steps to it at each batch size (S_min, E_min, B_crit), with its quality (batchlab.fits.fit_quality:
+    ``fit_r2`` and ``fit_rms_log`` in log space, ``fit_good``, and ``extrapolated`` for a B_crit outside the
+    batch sizes' range)."""
     rows = []
     cells = seed_mean(runs)
     for (dataset, arch), group in cells.groupby(["dataset", "arch"], sort=True):
@@ -185,7 +195,8 @@ def critical_batches(runs: pd.DataFrame) -> pd.DataFrame:
         fit = critical_batch(steps["batch_size"], steps["steps"]) if column else critical_batch([], [])
         rows.append({"dataset": dataset, "arch": arch,
                      "target": float(column.rsplit("_", 1)[1]) if column else math.nan, **fit})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points"])
+    return pd.DataFrame(rows, columns=["dataset", "arch", "target", "s_min", "e_min", "b_crit", "points", "fit_r2",
+                                       "fit_rms_log", "fit_good", "extrapolated"])
 
 
 TIME_COLUMNS = ["dataset", "arch", "batch_size", "target", "steps", "lr", "seconds_per_step", "samples_per_s",

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis
+from batchlab import analysis, gradient_noise
 from batchlab.panels import batch_axis, batch_colors, legend, note, of_panel, panels, ramp, target_label
 
 
@@ -77,21 +77,65 @@ def steps_to_target(runs: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def noise_scale(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
+def noise_scale(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None, level: float | None = None,
+                resamples: int | None = None, seed: int | None = None) -> plt.Figure:
     """The ``noise_scale`` figure: the gradient noise scale B_simple over training, per batch size at its best
-    learning rate (numerator and denominator averaged over seeds, then divided)."""
-    curves = analysis.noise_scale_curves(runs, history)
+    learning rate. The line: numerator and denominator each a debiased moving average over the run's
+    evaluations (decay ``decay``), averaged over seeds, then divided (:func:`analysis.noise_scale_curves`);
+    the band: its spread over seeds (:func:`_seed_band`, at ``level`` from ``resamples`` resamples drawn
+    with ``seed``); faint points: the seed-mean ratio of each evaluation alone. Settings left None take the
+    schema's defaults of ``analysis``."""
+    level, resamples, seed = (gradient_noise.analysis_default(name) if value is None else value
+                              for name, value in (("level", level), ("resamples", resamples), ("seed", seed)))
+    curves = analysis.noise_scale_curves(runs, history, decay)
+    per_run = analysis.noise_scale_runs(runs, history, decay) if len(curves) else curves
+    rng = np.random.default_rng(seed)
     colors = batch_colors(runs["batch_size"])
     fig, axes = panels(runs, sharey=True)
+    kinds = set()
     for key, ax in axes.items():
+        measured = of_panel(per_run, key)
         for b, c in of_panel(curves, key).groupby("batch_size"):
-            ok = c[c["b_simple"] > 0]  # a log axis: a noise scale measured as 0 has no place on it
-            ax.plot(ok["progress"], ok["b_simple"], color=colors[int(b)], marker="o", label=f"B={int(b)}")
+            color = colors[int(b)]
+            raw = c[c["b_simple_raw"] > 0]  # a log axis: a noise scale measured as 0 has no place on it
+            ax.plot(raw["progress"], raw["b_simple_raw"], "o", color=color, alpha=0.25, markersize=3, lw=0)
+            band = _seed_bands(measured[measured["batch_size"] == b], level, resamples, rng)
+            band = band.merge(c[["step", "progress"]], on="step")
+            kinds |= set(band["kind"])
+            band = band[band["lo"] > 0]
+            ax.fill_between(band["progress"], band["lo"], band["hi"], color=color, alpha=0.18, lw=0)
+            ok = c[c["b_simple"] > 0]
+            ax.plot(ok["progress"], ok["b_simple"], "-", color=color, marker=".", label=f"B={int(b)}")
         ax.set_yscale("log")
         ax.set_xlabel("fraction of training")
         ax.set_ylabel("noise scale $B_{simple}$")
-    legend(fig, axes.values())
+    extra = [(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, lw=0), kind) for kind in sorted(kinds)]
+    raw = plt.Line2D([], [], ls="", marker="o", color="0.5", alpha=0.4, markersize=3)
+    legend(fig, axes.values(), [*extra, (raw, "one evaluation alone (no average)")])
     return fig
+
+
+def _seed_bands(rows: pd.DataFrame, level: float, resamples: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Per evaluated step of one batch size's runs (rows of :func:`analysis.noise_scale_runs`), the band over
+    seeds of its smoothed B_simple (:func:`_seed_band`): ``step``, ``lo``, ``hi`` and ``kind``."""
+    bands = [(step, *_seed_band(g["noise_trace_ema"], g["noise_grad_sq_ema"], level, resamples, rng))
+             for step, g in rows.groupby("step", sort=True)]
+    return pd.DataFrame(bands, columns=["step", "lo", "hi", "kind"])
+
+
+def _seed_band(trace, grad_sq, level: float, resamples: int, rng: np.random.Generator) -> tuple[float, float, str]:
+    """The spread over seeds of B_simple = mean(trace) / mean(grad_sq) (one value per seed): with 3 seeds or
+    more the ``level`` percentile bootstrap interval of that seed mean (seeds drawn with replacement,
+    ``resamples`` times), with fewer the smallest and the largest seed's own ratio; and which one it is."""
+    trace, grad_sq = np.asarray(trace, float), np.asarray(grad_sq, float)
+    if len(trace) < 3:
+        own = gradient_noise.ratio(trace, grad_sq)
+        return float(own.min()), float(own.max()), "min–max over seeds"
+    pick = rng.integers(0, len(trace), size=(int(resamples), len(trace)))
+    means = gradient_noise.ratio(trace[pick].mean(axis=1), grad_sq[pick].mean(axis=1)).dropna()
+    tail = 50 * (1 - level)
+    lo, hi = np.percentile(means, [tail, 100 - tail]) if len(means) else (np.nan, np.nan)
+    return float(lo), float(hi), f"{level:.0%} bootstrap interval of the seed mean"
 
 
 def distance(runs: pd.DataFrame, history: pd.DataFrame) -> plt.Figure:
