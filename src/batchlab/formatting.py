@@ -70,6 +70,34 @@ def latex_text(text: str) -> str:
     return "".join(special.get(ch, ch) for ch in text)
 
 
+# formats of the paper's numbers, for a Quantity
+def integer(x: float) -> str:
+    return str(int(round(x))) if math.isfinite(x) else NA
+
+
+def whole(x: float) -> str:
+    return num(x, ".0f")
+
+
+def one_decimal(x: float) -> str:
+    return num(x, ".1f")
+
+
+def three_digits(x: float) -> str:
+    return num(x, ".3g")
+
+
+def examples(x: float) -> str:
+    """A noise scale in examples per batch: whole numbers from 10, two digits below."""
+    return num(x, ".0f" if math.isfinite(x) and abs(x) >= 10 else ".2g")
+
+
+def batch_or_beyond(largest: float, x: float) -> str:
+    """A critical batch size: whole, or "above <largest>" where it lies beyond the grid."""
+    return num(x, ".0f") if math.isfinite(x) else f"above {int(largest)}" if x == math.inf and math.isfinite(largest) else NA
+
+
+
 @dataclass(frozen=True)
 class Quantity:
     """A number the paper quotes that aggregates seeds, and how to print it (``fmt``, e.g. :func:`pct`):

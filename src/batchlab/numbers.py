@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 
 from batchlab import analysis, claims, models, uncertainty
+from batchlab.fits import GOOD_FIT_R2
 from batchlab import verdicts as verdicts_mod
 from batchlab.claims import verdict  # noqa: F401  (re-exported: the paper's verdict texts)
-from batchlab.formatting import (NA, Quantity, duration, finite, macro_name, num, pct, sci, to_latex,  # noqa: F401
+from batchlab.formatting import (NA, Quantity, batch_or_beyond, duration, examples, finite, integer,  # noqa: F401
+                                 macro_name, num, one_decimal, pct, sci, three_digits, to_latex, whole,
                                  with_interval)
 from batchlab.side_numbers import (  # noqa: F401  (re-exported)
     HARDWARE_STEMS, hardware_numbers, interpolation_numbers, variant_numbers)
@@ -60,33 +62,7 @@ def _describe_schedule(runs: pd.DataFrame) -> str:
 
 
 # the config's ``analysis`` defaults (workflow/schemas/config.schema.yaml), for a caller that gives none
-ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0}
-
-
-def _integer(x: float) -> str:
-    return str(int(round(x))) if math.isfinite(x) else NA
-
-
-def _whole(x: float) -> str:
-    return num(x, ".0f")
-
-
-def _one_decimal(x: float) -> str:
-    return num(x, ".1f")
-
-
-def _three_digits(x: float) -> str:
-    return num(x, ".3g")
-
-
-def _examples(x: float) -> str:
-    """A noise scale in examples per batch: whole numbers from 10, two digits below."""
-    return num(x, ".0f" if math.isfinite(x) and abs(x) >= 10 else ".2g")
-
-
-def _batch_or_beyond(largest: float, x: float) -> str:
-    """A critical batch size: whole, or "above <largest>" where it lies beyond the grid."""
-    return num(x, ".0f") if math.isfinite(x) else f"above {int(largest)}" if x == math.inf and math.isfinite(largest) else NA
+ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0, "noise_ema": 0.9}
 
 
 def dataset_label(name: str) -> str:
@@ -123,7 +99,7 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
     a = lambda name: macro_name(name, arch)  # noqa: E731
     values = {
         a("BestAcc"): Quantity(float(top["final_test_acc"]), pct),
-        a("BestAccBatch"): Quantity(float(top["batch_size"]), _integer),
+        a("BestAccBatch"): Quantity(float(top["batch_size"]), integer),
         a("BestAccLR"): sci(top["lr"]),
         a("AccSmallB"): Quantity(float(small["final_test_acc"]), pct),
         a("AccLargeB"): Quantity(float(large["final_test_acc"]), pct),
@@ -135,14 +111,14 @@ def arch_numbers(runs: pd.DataFrame, arch: str) -> tuple[dict[str, str], dict[st
         a("BestLRLargeB"): Quantity(float(large["lr"]), sci),
         a("LRSlopeSmall"): Quantity(lr_small_slope, num),
         a("LRSlopeLarge"): Quantity(lr_large_slope, num),
-        a("StableSmallB"): Quantity(float(stable.iloc[0]["n_stable"]), _integer),
-        a("StableLargeB"): Quantity(float(stable.iloc[-1]["n_stable"]), _integer),
+        a("StableSmallB"): Quantity(float(stable.iloc[0]["n_stable"]), integer),
+        a("StableLargeB"): Quantity(float(stable.iloc[-1]["n_stable"]), integer),
         a("NumGridLRs"): str(int(stable.iloc[0]["n_lrs"])),
         a("StepsTarget"): pct(float(target.rsplit("_", 1)[1]), 0) if target else NA,
         a("StepsSlopeSmall"): Quantity(st_small, num),
         a("StepsSlopeLarge"): Quantity(st_large, num),
-        a("DistSmallB"): Quantity(float(small["final_dist_init"]), _one_decimal),
-        a("DistLargeB"): Quantity(float(large["final_dist_init"]), _one_decimal),
+        a("DistSmallB"): Quantity(float(small["final_dist_init"]), one_decimal),
+        a("DistLargeB"): Quantity(float(large["final_dist_init"]), one_decimal),
         a("FixedAccLargeB"): Quantity(fixed_acc, pct),
         a("AccCorr"): Quantity(analysis.spearman(best["batch_size"], best["final_test_acc"]), num),
     }
@@ -177,19 +153,19 @@ def sharpness_numbers(runs: pd.DataFrame) -> dict[str, str]:
         at = phi[phi["arch"] == arch].set_index("batch_size")["sharpness"]
         small, large = ((float(at.get(b, math.nan)) for b in (sub["batch_size"].min(), sub["batch_size"].max()))
                         if len(sub) else (math.nan,) * 2)
-        values[macro_name("SharpSmallB", arch)] = Quantity(small, _three_digits)
-        values[macro_name("SharpLargeB", arch)] = Quantity(large, _three_digits)
+        values[macro_name("SharpSmallB", arch)] = Quantity(small, three_digits)
+        values[macro_name("SharpLargeB", arch)] = Quantity(large, three_digits)
         if len(sub):
             evidence[arch] = {**grid_facts(sub), "sharp_small": small, "sharp_large": large}
     values.update(claims.macros("eight", evidence))
     return values
 
 
-def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None) -> dict[str, object]:
     """Claim 10 (McCandlish et al.): per architecture, the median over batch sizes (each at its best learning
     rate) of B_simple at the first and at the last measured step, and the Spearman correlation between train
     loss and B_simple over all measured points (the rule: claim "ten" of :data:`batchlab.claims.CLAIMS`)."""
-    curves = analysis.first_dataset(analysis.noise_scale_curves(runs, history), runs)
+    curves = analysis.first_dataset(analysis.noise_scale_curves(runs, history, decay), runs)
     values, evidence = {}, {}
     for arch in models.ARCHITECTURES:
         c = curves[(curves["arch"] == arch) & curves["b_simple"].notna()]
@@ -200,8 +176,8 @@ def noise_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
             continue
         start, end = (float(c[c["progress"] == at]["b_simple"].median()) for at in (c["progress"].min(), 1.0))
         rho = analysis.spearman(c["train_loss"], c["b_simple"])
-        values.update({macro_name("NoiseStart", arch): Quantity(start, _examples),
-                       macro_name("NoiseEnd", arch): Quantity(end, _examples),
+        values.update({macro_name("NoiseStart", arch): Quantity(start, examples),
+                       macro_name("NoiseEnd", arch): Quantity(end, examples),
                        macro_name("NoiseRho", arch): Quantity(rho, num)})
         evidence[arch]["noise_rho"] = rho
     values.update(claims.macros("ten", evidence))
@@ -231,26 +207,30 @@ def temperature_numbers(runs: pd.DataFrame) -> dict[str, str]:
     return values
 
 
-def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
+def critical_batch_numbers(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None) -> dict[str, object]:
     """Claim 10, second part (McCandlish et al.): per architecture, the critical batch size E_min / S_min of the
     trade-off fitted to the fewest steps to the target (the highest reached at half the batch sizes), against
     the median noise scale B_simple where runs reach that target (the rule: claim "ten_crit" of
     :data:`batchlab.claims.CLAIMS`, 'of the order of')."""
-    values, evidence = {}, {}
+    values, evidence = {"CritFitGood": num(GOOD_FIT_R2, "g")}, {}
     runs = analysis.first_dataset(runs)
     fits = analysis.critical_batches(runs).set_index("arch")
     for arch in models.ARCHITECTURES:
         sub = runs[runs["arch"] == arch]
         target = fits.loc[arch, "target"] if arch in fits.index else math.nan
         b_crit = fits.loc[arch, "b_crit"] if arch in fits.index else math.nan
-        b_simple = (analysis.noise_scale_at_target(sub, history[history["arch"] == arch], target)
+        b_simple = (analysis.noise_scale_at_target(sub, history[history["arch"] == arch], target, decay)
                     if math.isfinite(target) else math.nan)
         big = sub["batch_size"].max() if len(sub) else math.nan
-        values[macro_name("BCrit", arch)] = Quantity(b_crit, functools.partial(_batch_or_beyond, big))
-        values[macro_name("BSimpleTarget", arch)] = Quantity(b_simple, _whole)
+        values[macro_name("BCrit", arch)] = Quantity(b_crit, functools.partial(batch_or_beyond, big))
+        values[macro_name("BSimpleTarget", arch)] = Quantity(b_simple, whole)
         values[macro_name("CritTarget", arch)] = pct(target, 0) if math.isfinite(target) else NA
+        fit = fits.loc[arch] if arch in fits.index else {}
+        values[macro_name("CritFitRsq", arch)] = Quantity(float(fit.get("fit_r2", math.nan)), num)
         if len(sub):
-            evidence[arch] = {"crit_target": target, "b_crit": b_crit, "b_simple": b_simple, "batch_max": big}
+            evidence[arch] = {"crit_target": target, "b_crit": b_crit, "b_simple": b_simple, "batch_max": big,
+                              "crit_fit_good": bool(fit.get("fit_good", True)),
+                              "crit_extrapolated": bool(fit.get("extrapolated", not math.isfinite(b_crit)))}
     values.update(claims.macros("ten_crit", evidence))
     return values
 
@@ -271,8 +251,8 @@ def dynamics_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str
             small, large = (float(c[c["batch_size"] == b]["grad_norm_q50"].median())
                             for b in (c["batch_size"].min(), c["batch_size"].max()))
         values[macro_name("DistLogRsq", arch)] = Quantity(rsq, num)
-        values[macro_name("GradNormSmallB", arch)] = Quantity(small, _three_digits)
-        values[macro_name("GradNormLargeB", arch)] = Quantity(large, _three_digits)
+        values[macro_name("GradNormSmallB", arch)] = Quantity(small, three_digits)
+        values[macro_name("GradNormLargeB", arch)] = Quantity(large, three_digits)
     return values
 
 
@@ -312,11 +292,12 @@ GRID_CLAIMS = ("one_acc", "one_gap", "two_narrows", "two_small_best", "three", "
 
 
 def measure(runs: pd.DataFrame, history: pd.DataFrame, hardware: pd.DataFrame | None = None,
-            interpolation: pd.DataFrame | None = None) -> dict[str, object]:
+            interpolation: pd.DataFrame | None = None, noise_ema: float | None = None) -> dict[str, object]:
     """Every macro of one dataset's runs (main grid and variants) but the study facts: text, a
     :class:`~batchlab.formatting.Quantity` for each number that aggregates seeds, a
     :class:`~batchlab.claims.Margins` for each verdict. :func:`compute` takes it on the study and on every
-    resample of its seeds."""
+    resample of its seeds. ``noise_ema``: the noise scale's moving-average decay (the schema's default
+    unless given)."""
     variant_values = variant_numbers(runs, history)
     runs, history = analysis.main_grid(runs, history)
     archs = list(dict.fromkeys(runs["arch"]))
@@ -328,10 +309,10 @@ def measure(runs: pd.DataFrame, history: pd.DataFrame, hardware: pd.DataFrame | 
         values.update(per_arch.get(arch) or {macro_name(stem, arch): NA for stem in stems})
     for name in GRID_CLAIMS:
         values.update(claims.macros(name, evidence))
-    values.update(noise_numbers(runs, history))
+    values.update(noise_numbers(runs, history, noise_ema))
     values.update(sharpness_numbers(runs))
     values.update(temperature_numbers(runs))
-    values.update(critical_batch_numbers(runs, history))
+    values.update(critical_batch_numbers(runs, history, noise_ema))
     values.update(dynamics_numbers(runs, history))
     values.update(hardware_numbers(runs, hardware))
     values.update(interpolation_numbers(interpolation))
@@ -364,8 +345,9 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
         hardware_d, inter_d = _of_dataset(hardware, dataset), _of_dataset(interpolation, dataset)
         seeds = sorted(set(analysis.main_grid(runs_d)["seed"]))
         draws = uncertainty.seed_resamples(seeds, settings["resamples"], settings["seed"])
-        point = measure(runs_d, history_d, hardware_d, inter_d)
-        samples = [measure(*_swap(verdicts_mod.resampled(runs_d, history_d, inter_d, d.seeds), hardware_d)) for d in draws]
+        point = measure(runs_d, history_d, hardware_d, inter_d, settings["noise_ema"])
+        samples = [measure(*_swap(verdicts_mod.resampled(runs_d, history_d, inter_d, d.seeds), hardware_d),
+                           settings["noise_ema"]) for d in draws]
         per_dataset[dataset], verdicts[dataset] = verdicts_mod.judged(point, samples, [d.weight for d in draws],
                                                           settings["level"], len(seeds))
     first = next(iter(per_dataset))
