@@ -141,7 +141,10 @@ could not compute the margin (their margins NaN)."""
         state = FAILS
     else:
         state = INCONCLUSIVE
-    return Judgement(state, margin, lo, hi, seeds_needed(margin, resampled, weights, level, n_seeds))
+    needed = seeds_needed(margin, resampled, weights, level, n_seeds)
+    if state == INCONCLUSIVE and math.isfinite(needed):  # the normal approximation can ask for fewer than
+        needed = max(needed, n_seeds + 1.0)             # the seeds that left it undecided: at least one more
+    return Judgement(state, margin, lo, hi, needed)
 
 
 def seeds_needed(margin: float, resampled: Sequence[float], weights: Sequence[float], level: float,
