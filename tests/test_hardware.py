@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.collections import PolyCollection
 
 from batchlab import analysis, data, grid, hardware, models, numbers, plots
 
@@ -212,3 +214,16 @@ def test_hardware_defaults(tiny_raw):
     from batchlab import config
 
     assert config.validate(tiny_raw)["hardware"] == {"enabled": True, "max_batch_size": 4096, "warmup_steps": 3, "repeats": 10}
+
+
+def test_the_time_to_target_band_is_the_spread_of_the_steps_times_the_seconds_per_step():
+    runs, hw = synthetic_tables()
+    seeds = pd.concat([runs.assign(seed=s, **{"steps_to_acc_0.5": runs["steps_to_acc_0.5"] + d})
+                       for s, d in enumerate((-100.0, 0.0, 100.0))], ignore_index=True)
+    fig = plots.time_to_target(seeds, hw)
+    band = next(c for c in fig.axes[0].collections if isinstance(c, PolyCollection))
+    heights = band.get_paths()[0].vertices[:, 1]
+    # 3 seeds: each of the 10 distinct resamples with its exact probability; the extremes (1/27 each) are the
+    # 95% interval's ends: 300-500 steps at 1 ms per step at B=8
+    assert np.isclose(heights, 0.3).any() and np.isclose(heights, 0.5).any()
+    assert "band: 95% bootstrap interval over seeds" in [t.get_text() for t in fig.legends[0].get_texts()]

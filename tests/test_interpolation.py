@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -125,3 +126,20 @@ def test_train_pack_trains_again_a_complete_run_that_kept_no_weights(mnist1d_npz
     assert not store.lacks_weights(tmp_path, spec) and store.read_weights(tmp_path, spec["run_id"])
     again = store.read_history(tmp_path, spec["run_id"])  # deterministic: the same numbers
     pd.testing.assert_frame_equal(again.drop(columns="wall_time"), history.drop(columns="wall_time"))
+
+
+def test_the_interpolation_figure_bands_the_spread_of_the_seeds():
+    from matplotlib.collections import PolyCollection
+
+    from batchlab import plots
+
+    table = pd.DataFrame([{"dataset": "d", "arch": "mlp", "small_batch": 8, "large_batch": 64, "seed": seed,
+                           "alpha": alpha, "split": split, "loss": 1 + alpha ** 2 + seed / 2, "accuracy": 0.5}
+                          for seed in (0, 1) for alpha in (-1.0, 0.0, 1.0, 2.0) for split in ("train", "test")])
+    fig = plots.interpolation(table)
+    (ax,) = [a for a in fig.axes if a.get_title()]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2  # train and test loss
+    heights = bands[0].get_paths()[0].vertices[:, 1]
+    assert all(np.isclose(heights, 1 + a ** 2).any() and np.isclose(heights, 1.5 + a ** 2).any() for a in (-1, 0, 1, 2))
+    assert "band: min-max of 2 seeds" in [t.get_text() for t in fig.legends[0].get_texts()]

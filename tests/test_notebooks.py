@@ -4,11 +4,16 @@ saves a figure and displays it, overview summarises the runs per panel."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pandas as pd
 import pytest
 
+from batchlab import config
 from batchlab.notebooks import NotebookError, execute, overview
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_notebook(path, *cells: str):
@@ -65,3 +70,13 @@ def test_overview_counts_runs_divergences_and_the_best_accuracy_per_panel():
                          "diverged": [True, False, False], "final_test_acc": [0.1, 0.8, 0.5]})
     table = overview(runs)
     assert table.loc[("d", "mlp")].tolist() == [2, 1, 0.8] and table.loc[("d", "logreg")].tolist() == [1, 0, 0.5]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "workflow" / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_takes_the_analysis_settings_with_the_schemas_defaults(path, tiny_raw):
+    nb = nbformat.read(path, as_version=4)
+    (parameters,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    values = {}
+    exec(parameters.source, values)  # the parameters cell only assigns literals
+    assert values["analysis_settings"] == config.validate(tiny_raw)["analysis"]
+    assert "analysis_settings)" in "".join(c.source for c in nb.cells if c.cell_type == "code")  # a figure uses them

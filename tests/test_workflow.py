@@ -188,6 +188,15 @@ def test_changing_targets_retabulates_without_training(smoke):
     assert "aggregate_runs" in jobs and "build_paper" in jobs
 
 
+def test_changing_the_analysis_settings_redraws_the_figures_and_trains_nothing(smoke):
+    config = edited(SMOKE, smoke / "analysis.yaml", analysis={"disagreement": 0.05})  # a param of the notebooks
+    result = snakemake(smoke, "-n", configfile=config)
+    assert result.returncode == 0, result.stderr
+    jobs = jobs_of(result)
+    assert {f"render_figures_{name}" for name in ("learning_rate", "batch_size", "interpolation", "variants")} <= set(jobs)
+    assert "aggregate_runs" not in jobs and not [k for k in jobs if k.startswith(("train_pack_", "measure_hardware"))]
+
+
 def test_removing_a_learning_rate_trains_nothing_and_drops_it_from_the_tables(smoke, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(smoke, work, symlinks=True)

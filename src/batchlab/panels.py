@@ -5,7 +5,7 @@ The figures themselves are in the ``plots_*`` modules; :mod:`batchlab.plots` gat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from batchlab import models  # noqa: E402
+from batchlab import models, spread  # noqa: E402
 
 WIDTH = 6.5  # inches: the text width of the paper
 PANEL_HEIGHT = 2.1  # inches per row of panels
@@ -124,6 +124,32 @@ def empty(message: str) -> plt.Figure:
 
 
 # -- colors and axes -------------------------------------------------------------------------------------
+
+
+def band(ax: Axes, x, lo, hi, color, alpha: float = 0.2) -> None:
+    """The spread between seeds around a curve (``lo`` and ``hi`` of :func:`batchlab.spread.seed_band`), a
+    band in the curve's color behind it; a gap where either end is NaN."""
+    ax.fill_between(np.asarray(x, float), np.asarray(lo, float), np.asarray(hi, float), color=color, alpha=alpha,
+                    lw=0, zorder=1)
+
+
+def band_key(bands: pd.DataFrame, settings: Mapping | None = None, bars: bool = False) -> list[tuple]:
+    """The legend entry that says what the bands (or, with ``bars``, the error bars) drawn from ``bands``
+    (:func:`batchlab.spread.seed_band`, at the level of ``settings``) are: a grey patch or a bar and
+    :func:`batchlab.spread.describe`'s words; none without bands."""
+    text = spread.describe(bands, spread.settings(settings)["level"], "bars" if bars else "band")
+    if not text:
+        return []
+    if bars:
+        return [(plt.Line2D([], [], ls="", marker="|", markersize=8, color="0.3"), text)]
+    return [(plt.Rectangle((0, 0), 1, 1, color="0.5", alpha=0.3, lw=0), text)]
+
+
+def errors(mean, lo, hi) -> np.ndarray:
+    """Error bars from a mean and its interval, as matplotlib's ``yerr``/``xerr`` take them: the distances
+    below and above the mean (never negative)."""
+    mean = np.asarray(mean, float)
+    return np.clip(np.stack([mean - np.asarray(lo, float), np.asarray(hi, float) - mean]), 0, None)
 
 
 def batch_colors(batch_sizes: Iterable) -> dict[int, tuple]:

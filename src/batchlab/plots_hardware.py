@@ -3,24 +3,28 @@ throughput behind it, against batch size."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.axes import Axes
 
-from batchlab import analysis
+from batchlab import analysis, spread
 from batchlab.panels import (
-    PANEL_HEIGHT, WIDTH, legend, log2_axis, log_values_axis, note, of_panel, panel_keys, panel_title,
+    PANEL_HEIGHT, WIDTH, band, band_key, legend, log2_axis, log_values_axis, note, of_panel, panel_keys, panel_title,
 )
 
 
-def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
+def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame, settings: Mapping | None = None) -> plt.Figure:
     """The ``time_to_target`` figure: time to target on the measured hardware against batch size, one column
     per (dataset, architecture). Top: the fewest steps to the target of analysis.main_target (best lr per
     batch size) times the measured seconds per step, log-log, the fastest batch size ringed, and grey the same
     steps at the smallest batch size's cost per step (what the time would be if a step cost the same at every
     batch size). Bottom: the measured throughput (samples/s) up to the largest batch size that fits, grid
-    batch sizes filled; a red dotted line marks the first batch size that ran out of memory."""
-    times = analysis.time_to_target(runs, hardware)
+    batch sizes filled; a red dotted line marks the first batch size that ran out of memory. The band: the
+    spread between seeds of the steps (:func:`batchlab.spread.seed_band`; ``settings``: the config's
+    ``analysis`` section) times the measured seconds per step."""
+    times = time_bands(runs, analysis.time_to_target(runs, hardware), settings)
     keys = panel_keys(runs)
     several = runs["dataset"].nunique() > 1
     fig, axes = plt.subplots(2, len(keys), figsize=(WIDTH, 2 * PANEL_HEIGHT), squeeze=False, constrained_layout=True)
@@ -36,8 +40,23 @@ def time_to_target(runs: pd.DataFrame, hardware: pd.DataFrame) -> plt.Figure:
         else:
             _throughput_panel(bottom, hw)
         bottom.set_xlabel("batch size B")
-    legend(fig, axes.flat, loc="outside lower center", ncols=3)
+    drawn = times[times["seconds"].notna()]
+    legend(fig, axes.flat, band_key(drawn, settings), loc="outside lower center", ncols=3)
     return fig
+
+
+def time_bands(runs: pd.DataFrame, times: pd.DataFrame, settings: Mapping | None) -> pd.DataFrame:
+    """:func:`analysis.time_to_target`'s ``times`` with ``lo`` and ``hi`` in seconds: the seed band of the
+    steps to the target at the chosen learning rate times the seconds per step, and its ``n_seeds`` and
+    ``kind``."""
+    keys = ["dataset", "arch", "batch_size", "lr", "target"]
+    bands = [spread.seed_band(runs, analysis.CELL, column, **spread.interval(settings)).assign(
+        target=float(column.rsplit("_", 1)[1])) for column in analysis.target_columns(runs)]
+    if not bands:  # no target in the study: no time to one either
+        return times.assign(lo=float("nan"), hi=float("nan"), n_seeds=0, kind="")
+    out = times.merge(pd.concat(bands)[[*keys, "lo", "hi", "n_seeds", "kind"]], on=keys, how="left")
+    out["lo"], out["hi"] = out["lo"] * out["seconds_per_step"], out["hi"] * out["seconds_per_step"]
+    return out
 
 
 def _nothing(ax: Axes, message: str) -> None:
@@ -57,6 +76,7 @@ def _time_panel(ax: Axes, t: pd.DataFrame, measured: bool) -> None:
     target = t["target"].iloc[0]
     x = ok["batch_size"].to_numpy(float)
     ax.plot(x, ok["seconds"], "-o", color="black", label="steps × measured time per step")
+    band(ax, x, ok["lo"], ok["hi"], "black", alpha=0.15)
     ax.plot(x, ok["steps"] * ok["seconds_per_step"].iloc[0], "--", color="0.6", lw=0.8,
             label="steps × time per step at the smallest B")
     best = ok[ok["fastest"]]

@@ -1,7 +1,8 @@
 # Analysis notebooks, executed by papermill with their parameters (tables in, figures out). The executed
 # copies are kept under results/notebooks/ and rendered to HTML; each figure is written as PDF (for the
 # paper) and PNG (for `snakemake --report`). The notebooks and the figures of each are listed in
-# common.smk.
+# common.smk. The config's analysis section (the spread between seeds the figures draw) reaches each
+# notebook as its parameter analysis_settings; as a param, an edit of it draws the figures again.
 
 for notebook, figures in NOTEBOOKS.items():
 
@@ -34,6 +35,7 @@ for notebook, figures in NOTEBOOKS.items():
         resources:
             **LIGHT_RESOURCES,
         params:
+            analysis=STUDY["analysis"],
             code=code_of(
                 "workflow/scripts/run_notebook.py",
                 f"workflow/notebooks/{notebook}.ipynb",
