@@ -12,7 +12,7 @@ import pytest
 import torch
 from matplotlib.collections import PolyCollection
 
-from batchlab import analysis, data, grid, hardware, models, numbers, plots
+from batchlab import analysis, data, grid, hardware, models, numbers, plots, verdicts
 
 from studies import TINY, tiny_specs
 
@@ -161,7 +161,7 @@ def test_time_to_target_is_steps_times_seconds_per_step_with_the_fastest_marked(
 
 def test_hardware_numbers_name_the_fastest_batch_and_the_largest_that_fits():
     runs, hw = synthetic_tables()
-    v = numbers.hardware_numbers(runs, hw)
+    v = verdicts.settle(numbers.hardware_numbers(runs, hw))
     assert v["FastestBatchMlp"] == "16" and v["FastestTimeMlp"] == "300~ms" and v["TimeSmallBMlp"] == "400~ms"
     assert v["FewestStepsBatchMlp"] == "32" and v["HwTargetMlp"] == "50"
     assert v["MaxFitBatchMlp"] == "32" and v["MaxFitMemoryMlp"] == "4"
@@ -171,14 +171,14 @@ def test_hardware_numbers_name_the_fastest_batch_and_the_largest_that_fits():
     assert v["HwSoonestBelowFit"] == "holds"
     assert v["FastestBatchCnnOneD"] == numbers.NA
     # fastest at the largest batch that fits: the rule does not hold
-    v = numbers.hardware_numbers(*synthetic_tables(seconds=(0.001, 0.0015, 0.0016)))
+    v = verdicts.settle(numbers.hardware_numbers(*synthetic_tables(seconds=(0.001, 0.0015, 0.0016))))
     assert v["FastestBatchMlp"] == "32" and v["HwSoonestBelowFit"] == "does not hold"
 
 
 def test_without_a_hardware_table_every_hardware_number_is_not_available():
     runs, _ = synthetic_tables()
     for table in (None, hardware.combine([])):
-        v = numbers.hardware_numbers(runs, table)
+        v = verdicts.settle(numbers.hardware_numbers(runs, table))
         assert v["FastestBatchMlp"] == numbers.NA and v["HwOutOfMemory"] == "not measured"
         assert v["HwSoonestBelowFit"].startswith("cannot be tested")
 

@@ -494,3 +494,34 @@ def test_every_number_but_the_variants_own_is_of_the_main_grid(aggregated, macro
     own = {k for k in computed if k.startswith(("Var", "ClaimFive", "ClaimSevenSteps", "VerdictTable"))}
     assert {k: v for k, v in computed.items() if k not in own} == {k: v for k, v in macros.items() if k not in own}
     assert macros["ClaimFive"] == macros["ClaimSevenSteps"] == "cannot be tested on this study"
+
+
+# -- every dataset ----------------------------------------------------------------------------------------
+
+
+def _second_dataset(runs: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tiny study again as a dataset "blobs" of its own, on which the largest batch size is the most
+    accurate (every learning rate at 99%): claim one_acc turns there."""
+    other, other_history = runs.copy(), history.copy()
+    for table in (other, other_history):
+        table["dataset"], table["run_id"] = "blobs", table["run_id"] + "-blobs"
+    other.loc[other["batch_size"] == other["batch_size"].max(), "final_test_acc"] = 0.99
+    return pd.concat([runs, other], ignore_index=True), pd.concat([history, other_history], ignore_index=True)
+
+
+def test_every_dataset_is_judged_and_quoted_on_its_own(aggregated, macros):
+    history, runs = aggregated
+    both_runs, both_history = _second_dataset(runs, history)
+    values = numbers.compute(both_runs, both_history, study="tiny_study")
+    first = numbers.dataset_label(runs["dataset"].iloc[0])
+    # each claim's verdict per dataset: the first's as on its own, the second's from its own runs
+    assert values["ClaimOneAcc"] == f"on {first}: {macros['ClaimOneAcc']}{macros['ClaimOneAccUntested']}; on blobs: " \
+        "does not hold for either architecture"
+    assert values["ClaimOneAccUntested"] == ""
+    # the text quotes the first dataset; the tables cover both, the second with its own numbers
+    assert values["AccLargeBMlp"] == macros["AccLargeBMlp"]
+    assert values["DatasetTable"].count("blobs") == 1 and "99.0" in values["DatasetTable"]
+    assert "99.0" not in macros["DatasetTable"]
+    assert values["VerdictTable"].count("\\multicolumn{2}{c}{blobs}") == 1
+    assert values["VerdictTable"].count("\\multicolumn{2}{c}{" + first + "}") == 1
+    assert values["NumSeeds"] == macros["NumSeeds"] and int(values["NumRuns"]) == 2 * int(macros["NumRuns"])

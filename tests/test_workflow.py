@@ -113,12 +113,20 @@ def test_smoke_study_builds_everything(smoke):
     for column in ("batch_size", "lr", "seed", "optimizer_momentum", "schedule_kind", "final_test_acc", "diverged"):
         assert column in runs.columns
     numbers = (smoke / "paper" / "numbers.tex").read_text()
-    assert re.search(r"\\newcommand\{\\BestAccCnnOneD\}\{\d+\.\d\}", numbers)
+    # numbers with their intervals over the 2 seeds (or alone, where every resample agrees)
+    assert re.search(r"\\newcommand\{\\BestAccCnnOneD\}\{\d+\.\d( \[\d+\.\d, \d+\.\d\])?\}", numbers)
     assert re.search(r"\\newcommand\{\\NumRuns\}\{%d\}" % len([s for s in specs if "variant" not in s]), numbers)
-    # the variants: their column in the tables, and claims 5 and 7 (fixed steps) with a verdict
+    # both datasets: each claim judged on each (three-valued), the tables over both
+    assert set(runs["dataset"]) == {"mnist1d", "blobs"}
+    verdict = re.search(r"\\newcommand\{\\ClaimOneAcc\}\{(.*)\}", numbers).group(1)
+    assert re.fullmatch(r"on MNIST-1D: .+; on blobs: .+", verdict), verdict
+    for table in ("VerdictTable", "DatasetTable"):
+        body = re.search(r"\\newcommand\{\\%s\}\{(.*)\}" % table, numbers).group(1)
+        assert "MNIST-1D" in body and "blobs" in body, table
+    # the variants: their column in the tables, and claims 5 and 7 (fixed steps) with a verdict on each dataset
     assert set(runs["variant"]) == {"", *study_config.load(SMOKE)["variants"]} and "variant" in history
-    assert re.search(r"\\newcommand\{\\ClaimFive\}\{(holds|does not hold)\}", numbers)
-    assert re.search(r"\\newcommand\{\\ClaimSevenSteps\}\{(holds|does not hold)\}", numbers)
+    for claim in ("ClaimFive", "ClaimSevenSteps"):
+        assert re.search(r"\\newcommand\{\\%s\}\{on MNIST-1D: (holds|does not hold|inconclusive)" % claim, numbers)
     # the closing section, "Reproducing this paper": the code that trained the runs, the checksums, the command
     section = (smoke / "paper" / "reproducing.tex").read_text()
     assert f"trained {len(specs)} runs" in section and f"{provenance.training_digest()}}} & " in section

@@ -39,20 +39,20 @@ def seed_mean(runs: pd.DataFrame) -> pd.DataFrame:
     out["test_acc_std"] = g["final_test_acc"].std(ddof=0)
     out["diverged_frac"] = g["diverged"].mean()
     out["seeds"] = g.size()
-    for col in targets:
-        out[col] = g[col].agg(lambda s: s.mean() if s.notna().all() else math.nan)
+    size = g.size()
+    for col in targets:  # the mean where every seed has a value (count = size), NaN otherwise
+        out[col] = g[col].mean().where(g[col].count() == size)
     return out.reset_index()
 
 
 def best_per_batch(cells: pd.DataFrame, metric: str = "final_test_acc") -> pd.DataFrame:
     """Per (dataset, arch, batch size), the lr with the best seed-mean ``metric`` among lrs where no seed
-    diverged (all lrs if every one diverged)."""
-    rows = []
-    for _, group in cells.groupby(["dataset", "arch", "batch_size"], sort=True):
-        stable = group[group["diverged_frac"] == 0]
-        pick = (stable if len(stable) else group).sort_values([metric, "lr"], ascending=[False, True]).iloc[0]
-        rows.append(pick)
-    return pd.DataFrame(rows).reset_index(drop=True)
+    diverged (all lrs if every one diverged); ties to the smaller lr."""
+    keys = ["dataset", "arch", "batch_size"]
+    # a stable lr sorts before every unstable one of its batch size, so the first row is the best stable one
+    ranked = cells.assign(_unstable=cells["diverged_frac"] != 0).sort_values(
+        [*keys, "_unstable", metric, "lr"], ascending=[True, True, True, True, False, True], kind="stable")
+    return ranked.drop_duplicates(keys).drop(columns="_unstable").reset_index(drop=True)
 
 
 def stable_range(cells: pd.DataFrame) -> pd.DataFrame:
@@ -72,16 +72,12 @@ def stable_range(cells: pd.DataFrame) -> pd.DataFrame:
 def steps_to_target(cells: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per (dataset, arch, batch size): the fewest steps to the target over learning rates (Shallue et al.);
     NaN where no lr reached it."""
-    rows = []
-    for (dataset, arch, batch_size), group in cells.groupby(["dataset", "arch", "batch_size"], sort=True):
-        reached = group[group[column].notna()]
-        best = reached.sort_values(column).iloc[0] if len(reached) else None
-        rows.append({
-            "dataset": dataset, "arch": arch, "batch_size": batch_size,
-            "steps": float(best[column]) if best is not None else math.nan,
-            "lr": float(best["lr"]) if best is not None else math.nan,
-        })
-    return pd.DataFrame(rows)
+    keys = ["dataset", "arch", "batch_size"]
+    ranked = cells.sort_values([*keys, column], kind="stable")  # NaN (not reached) last in each batch size
+    first = ranked.drop_duplicates(keys)
+    steps = first[column].astype(float)
+    return pd.DataFrame({**{k: first[k].to_numpy() for k in keys}, "steps": steps.to_numpy(),
+                         "lr": first["lr"].astype(float).where(steps.notna()).to_numpy()})
 
 
 def noise_scale_curves(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None = None) -> pd.DataFrame:

@@ -54,14 +54,34 @@ def ratio(trace, grad_sq) -> pd.Series:
     return (trace / grad_sq).where(grad_sq > 0)
 
 
+def _ema_per_run(x: np.ndarray, run: np.ndarray, position: np.ndarray, decay: float) -> np.ndarray:
+    """:func:`ema` of every run at once: ``x`` sorted by run and step, ``run`` each row's run (0, 1, ...),
+    ``position`` its place in the run (0, 1, ...). The same operations as :func:`ema`, one column of a
+    runs-by-positions matrix at a time."""
+    if not 0 <= decay < 1:
+        raise ValueError(f"the decay of a moving average lies in [0, 1), not {decay}")
+    if not len(x):
+        return x.copy()
+    table = np.full((run.max() + 1, position.max() + 1), np.nan)
+    table[run, position] = x
+    out, m = np.empty_like(table), np.zeros(len(table))
+    for t in range(table.shape[1]):
+        m = decay * m + (1 - decay) * table[:, t]
+        out[:, t] = m / (1 - decay ** (t + 1))
+    return out[run, position]
+
+
 def smooth(rows: pd.DataFrame, decay: float | None = None) -> pd.DataFrame:
     """``rows`` of the history (the evaluations where the noise scale was measured) with the debiased moving
     averages of :data:`ESTIMATES` over each run's evaluations in step order (``<estimate>_ema``) and the
     run's own smoothed ``b_simple`` (their ratio); ``decay`` None takes the schema's default."""
     decay = float(analysis_default("noise_ema") if decay is None else decay)
     rows = rows.sort_values(["run_id", "step"]).reset_index(drop=True)
+    run = rows["run_id"].to_numpy()
+    starts = np.r_[True, run[1:] != run[:-1]] if len(rows) else np.zeros(0, bool)
+    position = np.arange(len(rows)) - np.maximum.accumulate(np.where(starts, np.arange(len(rows)), 0))
     for raw, smoothed in zip(ESTIMATES, SMOOTHED):
-        rows[smoothed] = rows.groupby("run_id", sort=False)[raw].transform(lambda s: ema(s.to_numpy(), decay))
+        rows[smoothed] = _ema_per_run(rows[raw].to_numpy(float), np.cumsum(starts) - 1, position, decay)
     rows["b_simple"] = ratio(rows["noise_trace_ema"], rows["noise_grad_sq_ema"])
     return rows
 

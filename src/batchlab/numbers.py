@@ -356,6 +356,7 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     values.update(verdicts_mod.verdict_texts(per_dataset, verdicts, labels))
     archs = {d: list(dict.fromkeys(_of_dataset(main, d)["arch"])) for d in per_dataset}
     values.update(verdicts_mod.verdict_table(verdicts, archs, labels))
+    values.update(verdicts_mod.dataset_table(per_dataset, archs, labels))
     values.update(verdicts_mod.uncertainty_facts(main, settings))
     return values
 

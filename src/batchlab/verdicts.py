@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from batchlab import claims, models, uncertainty
-from batchlab.formatting import Quantity, pct, with_interval
+from batchlab.formatting import Quantity, macro_name, pct, with_interval
 from batchlab.uncertainty import FAILS, HOLDS, INCONCLUSIVE, Judgement
 
 
@@ -114,6 +114,27 @@ def verdict_table(verdicts: Mapping[str, dict], archs: Mapping[str, list[str]],
     body = (f"\\begin{{tabular}}{{{spec}}} \\toprule claim & {head} \\\\ & {arch_row} \\\\ \\midrule "
             + " ".join(rows) + " \\bottomrule \\end{tabular}")
     return {"VerdictTable": body}
+
+
+# the numbers :func:`dataset_table` gives for every dataset and architecture: (macro stem, column head)
+DATASET_COLUMNS = (("BestAcc", "best test acc.\\ (\\%)"), ("AccSmallB", "at $B_{\\min}$"), ("AccLargeB", "at $B_{\\max}$"),
+                   ("GapSmallB", "gap at $B_{\\min}$"), ("GapLargeB", "gap at $B_{\\max}$"), ("BCrit", "$B_\\mathrm{crit}$"))
+
+
+def dataset_table(per_dataset: Mapping[str, Mapping[str, str]], archs: Mapping[str, list[str]],
+                  labels: Mapping[str, str]) -> dict[str, str]:
+    """``\\DatasetTable``: the main numbers (:data:`DATASET_COLUMNS`, with their intervals) of every dataset
+    and architecture, one row each, so a study of several datasets quotes each one's, not the first's
+    alone."""
+    head = " & ".join(title for _, title in DATASET_COLUMNS)
+    rows = []
+    for d, values in per_dataset.items():
+        for k, arch in enumerate(archs[d]):
+            cells = [values.get(macro_name(stem, arch), "--") for stem, _ in DATASET_COLUMNS]
+            rows.append(f"{labels[d] if k == 0 else ''} & {models.label(arch)} & " + " & ".join(cells) + " \\\\")
+    body = (f"\\begin{{tabular}}{{@{{}}ll{'r' * len(DATASET_COLUMNS)}@{{}}}} \\toprule dataset & architecture & {head} "
+            "\\\\ \\midrule " + " ".join(rows) + " \\bottomrule \\end{tabular}")
+    return {"DatasetTable": body}
 
 
 def uncertainty_facts(runs: pd.DataFrame, settings: Mapping) -> dict[str, str]:
