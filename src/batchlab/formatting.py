@@ -79,6 +79,11 @@ def whole(x: float) -> str:
     return num(x, ".0f")
 
 
+def points(x: float) -> str:
+    """A difference of fractions in percentage points, signed (0.051 -> "5.1", -0.02 -> a minus 2.0)."""
+    return num(100 * x, ".1f") if x is not None else NA
+
+
 def one_decimal(x: float) -> str:
     return num(x, ".1f")
 

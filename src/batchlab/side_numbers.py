@@ -9,7 +9,8 @@ import math
 import pandas as pd
 
 from batchlab import analysis, claims, models
-from batchlab.formatting import NA, duration, latex_text, macro_name, num, pct
+from batchlab.formatting import (NA, Quantity, duration, integer, latex_text, macro_name, num, one_decimal, pct,
+                                 points, three_digits, whole)
 
 
 def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]:
@@ -46,23 +47,24 @@ def variant_numbers(runs: pd.DataFrame, history: pd.DataFrame) -> dict[str, str]
         e = {"decay_acc": get("lr_decay", "final_test_acc"), "growth_acc": get("batch_growth", "final_test_acc"),
              "decay_steps": get("lr_decay", "steps"), "growth_steps": get("batch_growth", "steps")}
         values.update({
-            macro_name("VarConstAcc", arch): pct(get("constant", "final_test_acc")),
-            macro_name("VarDecayAcc", arch): pct(e["decay_acc"]), macro_name("VarGrowthAcc", arch): pct(e["growth_acc"]),
-            macro_name("VarDecaySteps", arch): num(e["decay_steps"], ".0f"),
-            macro_name("VarGrowthSteps", arch): num(e["growth_steps"], ".0f"),
-            macro_name("VarDropAcc", arch): pct(get("batch_drop", "final_test_acc")),
-            macro_name("VarDropConstAcc", arch): pct(get("drop_constant", "final_test_acc")),
-            macro_name("VarDrops", arch): num(get("batch_drop", "drops"), ".1f"),
+            macro_name("VarConstAcc", arch): Quantity(get("constant", "final_test_acc"), pct),
+            macro_name("VarDecayAcc", arch): Quantity(e["decay_acc"], pct),
+            macro_name("VarGrowthAcc", arch): Quantity(e["growth_acc"], pct),
+            macro_name("VarDecaySteps", arch): Quantity(e["decay_steps"], whole),
+            macro_name("VarGrowthSteps", arch): Quantity(e["growth_steps"], whole),
+            macro_name("VarDropAcc", arch): Quantity(get("batch_drop", "final_test_acc"), pct),
+            macro_name("VarDropConstAcc", arch): Quantity(get("drop_constant", "final_test_acc"), pct),
+            macro_name("VarDrops", arch): Quantity(get("batch_drop", "drops"), one_decimal),
         })
         t = table[table["arch"] == arch].sort_values("batch_size")
         e["epochs_gap"] = e["steps_gap"] = math.nan
         if len(t) >= 2:
             e["epochs_gap"] = float(t["epochs_acc"].iloc[0] - t["epochs_acc"].iloc[-1])
             e["steps_gap"] = float(t["steps_acc"].iloc[0] - t["steps_acc"].iloc[-1])
-        values[macro_name("VarEpochGap", arch)] = num(100 * e["epochs_gap"], ".1f")
-        values[macro_name("VarStepGap", arch)] = num(100 * e["steps_gap"], ".1f")
-        values[macro_name("VarLargeEpochsAcc", arch)] = pct(float(t["epochs_acc"].iloc[-1])) if len(t) else NA
-        values[macro_name("VarLargeStepsAcc", arch)] = pct(float(t["steps_acc"].iloc[-1])) if len(t) else NA
+        values[macro_name("VarEpochGap", arch)] = Quantity(e["epochs_gap"], points)
+        values[macro_name("VarStepGap", arch)] = Quantity(e["steps_gap"], points)
+        values[macro_name("VarLargeEpochsAcc", arch)] = Quantity(float(t["epochs_acc"].iloc[-1]) if len(t) else math.nan, pct)
+        values[macro_name("VarLargeStepsAcc", arch)] = Quantity(float(t["steps_acc"].iloc[-1]) if len(t) else math.nan, pct)
         if len(c) or len(t):  # the architecture has variant runs
             evidence[arch] = e
     values.update(claims.macros("five", evidence, absent="the study has no variant runs"))
@@ -94,14 +96,14 @@ def _hardware_arch(t: pd.DataFrame, h: pd.DataFrame) -> tuple[dict[str, str], di
         out["HwTarget"] = pct(float(t["target"].iloc[0]), 0)
     reached = t[t["steps"].notna()]
     if len(reached):
-        out["FewestStepsBatch"] = str(int(reached.loc[reached["steps"].idxmin(), "batch_size"]))
+        out["FewestStepsBatch"] = Quantity(float(reached.loc[reached["steps"].idxmin(), "batch_size"]), integer)
     timed = t[t["seconds"].notna()].sort_values("batch_size")
     if len(timed):
         fastest = timed[timed["fastest"]].iloc[0]
         e["fastest_batch"] = float(fastest["batch_size"])
-        out["FastestBatch"] = str(int(fastest["batch_size"]))
-        out["FastestTime"] = duration(fastest["seconds"])
-        out["TimeSmallB"] = duration(t.sort_values("batch_size").iloc[0]["seconds"])
+        out["FastestBatch"] = Quantity(float(fastest["batch_size"]), integer)
+        out["FastestTime"] = Quantity(float(fastest["seconds"]), duration)
+        out["TimeSmallB"] = Quantity(float(t.sort_values("batch_size").iloc[0]["seconds"]), duration)
     return out, e, oom
 
 
@@ -157,9 +159,9 @@ def interpolation_numbers(table: pd.DataFrame | None) -> dict[str, str]:
         values.update({
             macro_name("InterpSmallB", arch): str(int(row["small_batch"])) if row is not None else NA,
             macro_name("InterpLargeB", arch): str(int(row["large_batch"])) if row is not None else NA,
-            macro_name("InterpRiseSmall", arch): num(get("rise_small"), ".3g"),
-            macro_name("InterpRiseLarge", arch): num(get("rise_large"), ".3g"),
-            macro_name("InterpBarrier", arch): num(get("barrier"), ".3g"),
+            macro_name("InterpRiseSmall", arch): Quantity(get("rise_small"), three_digits),
+            macro_name("InterpRiseLarge", arch): Quantity(get("rise_large"), three_digits),
+            macro_name("InterpBarrier", arch): Quantity(get("barrier"), three_digits),
         })
         if row is not None or arch in set(table.get("arch", ())):
             evidence[arch] = {"rise_small": get("rise_small"), "rise_large": get("rise_large")}
