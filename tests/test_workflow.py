@@ -144,7 +144,8 @@ def test_training_is_deterministic_across_processes(smoke, tmp_path):
     specs = smoke_specs()
     pack_size = yaml.safe_load(SMOKE.read_text())["training"]["pack_size"]
     pack = next(p for p in grid.packs(specs, {s["run_id"] for s in specs}, pack_size)
-                if p.members[0]["arch"] == "cnn1d" and p.members[0]["batch_size"] == 8)
+                if p.members[0]["arch"] == "cnn1d" and p.members[0]["batch_size"] == 8
+                and p.members[0]["dataset"] == "mnist1d")
     torch.set_num_threads(1)
     packs.train_pack(list(pack.members), str(smoke / "results" / "data" / "mnist1d.npz"), str(tmp_path))
     for spec in pack.members:

@@ -329,14 +329,18 @@ def _of_dataset(table: pd.DataFrame | None, dataset: str) -> pd.DataFrame | None
 
 def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
             hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None,
-            settings: dict | None = None) -> dict[str, str]:
+            settings: dict | None = None, datasets: list[str] | None = None) -> dict[str, str]:
     """All macros: study facts, per-architecture numbers with their intervals over seeds, claim verdicts;
     ``hardware`` is the hardware table (batchlab.hardware), when measured, ``interpolation`` the
     interpolation table, when the study has one, and ``settings`` the config's ``analysis`` section (level,
     resamples, seed). Every dataset is measured and judged on its own: the text quotes the first dataset's
-    numbers, the verdicts and the verdict table cover them all. Only the variants' own numbers read the
-    variant runs; every other number is of the main grid."""
+    numbers, the verdicts and the verdict table cover them all, in the order of ``datasets`` (the config's;
+    by default, as the runs table has them). Only the variants' own numbers read the variant runs; every other
+    number is of the main grid."""
     settings = {**ANALYSIS_DEFAULTS, **(settings or {})}
+    order = [d for d in (datasets or []) if d in set(runs["dataset"])]
+    order += [d for d in dict.fromkeys(runs["dataset"]) if d not in order]
+    runs = pd.concat([runs[runs["dataset"] == d] for d in order], ignore_index=True)  # the first dataset first
     main = analysis.main_grid(runs)
     values = study_facts(main, analysis.main_grid(runs, history)[1], study)
     per_dataset, verdicts = {}, {}
@@ -368,9 +372,9 @@ def _swap(tables: tuple, hardware: pd.DataFrame | None) -> tuple:
 
 def write(runs: pd.DataFrame, history: pd.DataFrame, path: str | Path, study: str = "study",
           hardware: pd.DataFrame | None = None, interpolation: pd.DataFrame | None = None,
-          settings: dict | None = None) -> dict[str, str]:
+          settings: dict | None = None, datasets: list[str] | None = None) -> dict[str, str]:
     """Compute every macro and write them to ``path``; return them."""
-    values = compute(runs, history, study, hardware, interpolation, settings)
+    values = compute(runs, history, study, hardware, interpolation, settings, datasets)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(to_latex(values))
     return values

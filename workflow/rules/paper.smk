@@ -26,6 +26,7 @@ rule write_numbers:
     params:
         study=STUDY["study"],
         analysis=STUDY["analysis"],
+        datasets=STUDY["datasets"],
         code=code_of("workflow/scripts/write_numbers.py"),
     script:
         "../scripts/write_numbers.py"

@@ -15,6 +15,7 @@ values = numbers.write(
     hardware=pd.read_parquet(snakemake.input.hardware) if "hardware" in snakemake.input.keys() else None,
     interpolation=pd.read_parquet(snakemake.input.interpolation),
     settings=dict(snakemake.params.analysis),
+    datasets=list(snakemake.params.datasets),
 )
 log = logging.getLogger("batchlab.numbers")
 log.info("wrote %d macros to %s", len(values), snakemake.output[0])
