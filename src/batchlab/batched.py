@@ -121,8 +121,7 @@ class BatchedPack:
             torch.manual_seed(spec["seed"])
             members.append(models.build(spec["arch"], tuple(self.x_train.shape[1:]), n_classes, spec["model_options"],
                                         spec.get("builder")))
-        # each member's torch.optim param groups, for its checkpoints
-        self.groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(members, specs)]
+        self._groups: list | None = None  # each member's torch.optim param groups (:meth:`param_groups`)
         self.model = StackedModel(members, conv1d_form(device, specs[0]["batch_size"])).to(device)
         self.members = [m.to(device) for m in members]  # evaluated one by one (evaluate_members)
         self.params = self.model.stacked_parameters()
@@ -236,7 +235,7 @@ class BatchedPack:
 
     def member_checkpoint(self, i: int, pending: list[float]) -> dict:
         """Member i's checkpoint now, in the format of its run alone; ``pending``: its unrecorded norms."""
-        group = [dict(g, lr=float(self.lrs[max(self.step_no - 1, 0), i])) for g in self.groups[i]]
+        group = [dict(g, lr=float(self.lrs[max(self.step_no - 1, 0), i])) for g in self.param_groups(i)]
         optimizer = {"state": self.optimizer.member_state(i, self.model), "param_groups": group}
         state = checkpoint.run_state(
             self.specs[i], "batched", self.step_no, self.model.member_state(i), optimizer,
@@ -244,6 +243,14 @@ class BatchedPack:
             self.train_time, self.wall_time(), self.device)
         state["phase_seconds"] = dict(self.phases[i].seconds)
         return state
+
+    def param_groups(self, i: int) -> list[dict]:
+        """Member i's ``torch.optim`` param groups, as its checkpoint holds them: made on the first checkpoint,
+        not before, since a ``torch.optim`` optimizer's first construction imports torch's compiler stack
+        (about 0.9 s of a job's start-up), which a pack that is never checkpointed does not need."""
+        if self._groups is None:
+            self._groups = [make_optimizer(m, s).state_dict()["param_groups"] for m, s in zip(self.members, self.specs)]
+        return self._groups[i]
 
     def step(self, autocast: Callable[[], object]) -> None:
         """One update of every member at its own learning rate; then watch each for divergence."""
