@@ -146,3 +146,19 @@ def test_roofline_benchmark_prints_each_setting_against_the_matmul_peak():
     assert [(r[0], r[1]) for r in rows] == [(a, b) for a in ("logreg", "mlp", "cnn1d") for b in ("2", "64", "1024")]
     assert all(float(r[2]) > 0 for r in rows)
     print(result.stdout)
+
+
+def test_noise_decay_benchmark_prints_each_decay_per_architecture(tmp_path, small_tables):
+    history, runs = small_tables
+    folder = tmp_path / "results" / "tables"
+    folder.mkdir(parents=True)
+    runs.to_parquet(folder / "runs.parquet")
+    history.to_parquet(folder / "history.parquet")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "noise_decay.py"), "--folder", str(tmp_path),
+                             "--decay", "0", "--decay", "0.5"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert {(line[0], line[1]) for line in lines} == {(d, a) for d in ("0", "0.5") for a in ("logreg", "mlp")}
+    scatter = {(line[0], line[1]): float(line[2]) for line in lines}
+    for arch in ("logreg", "mlp"):  # the moving average never scatters more than each evaluation alone
+        assert scatter["0.5", arch] <= scatter["0", arch] + 1e-9, scatter

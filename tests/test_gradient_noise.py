@@ -29,7 +29,7 @@ def test_the_moving_average_of_a_step_change_by_hand():
 
 
 def test_the_default_decay_is_the_schemas():
-    assert gradient_noise.analysis_default("noise_ema") == 0.9
+    assert gradient_noise.analysis_default("noise_ema") == 0.5
     assert gradient_noise.analysis_default("level") == 0.95
 
 

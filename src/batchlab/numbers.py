@@ -62,7 +62,7 @@ def _describe_schedule(runs: pd.DataFrame) -> str:
 
 
 # the config's ``analysis`` defaults (workflow/schemas/config.schema.yaml), for a caller that gives none
-ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0, "noise_ema": 0.9}
+ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0, "noise_ema": 0.5}
 
 
 def dataset_label(name: str) -> str:
