@@ -346,7 +346,7 @@ def test_noise_scale_curves_average_numerator_and_denominator_before_the_ratio(a
     ratio = last["noise_trace"].mean() / last["noise_grad_sq"].mean()
     assert c["b_simple_raw"] == pytest.approx(ratio) if last["noise_grad_sq"].mean() > 0 else math.isnan(c["b_simple_raw"])
     # smoothed: each run's moving averages over its evaluations, then their seed means, then the ratio
-    smoothed = {name: [gradient_noise.ema(g.sort_values("step")[name].to_numpy(), 0.9)[-1] for _, g in h.groupby("run_id")]
+    smoothed = {name: [gradient_noise.ema(g.sort_values("step")[name].to_numpy(), gradient_noise.analysis_default("noise_ema"))[-1] for _, g in h.groupby("run_id")]
                 for name in ("noise_trace", "noise_grad_sq")}
     mean_trace, mean_grad_sq = (np.mean(smoothed[name]) for name in ("noise_trace", "noise_grad_sq"))
     assert c["b_simple"] == pytest.approx(mean_trace / mean_grad_sq) if mean_grad_sq > 0 else math.isnan(c["b_simple"])
