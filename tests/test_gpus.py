@@ -277,7 +277,8 @@ def test_the_smoke_study_on_three_fake_gpus_two_jobs_each(tmp_path):
     than 2 jobs, the jobs spread over the GPUs, and the scheduler is capped at 6 GPU jobs. A dry run before
     takes no slot."""
     study = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
-    study.update(architectures=["logreg", "mlp"], batch_sizes=[64, 256], seeds=[0], variants={},
+    study.update(datasets=["mnist1d"], dataset_options={"mnist1d": study["dataset_options"]["mnist1d"]},
+                 architectures=["logreg", "mlp"], batch_sizes=[64, 256], seeds=[0], variants={},
                  learning_rates={"base": [0.004, 0.5], "scaling": "linear", "reference_batch_size": 1},
                  training={"pack_size": 1, "jobs_per_gpu": 2})
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
