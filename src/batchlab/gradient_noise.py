@@ -38,14 +38,8 @@ def ema(values, decay: float) -> np.ndarray:
     """The debiased exponential moving average of ``values`` in their order: ``m_t = decay m_{t-1} + (1 -
     decay) x_t`` from ``m_0 = 0``, divided by ``1 - decay^t`` so that the start is not pulled towards 0 (the
     first value is the first average; a constant stays that constant). ``decay`` 0 returns the values."""
-    if not 0 <= decay < 1:
-        raise ValueError(f"the decay of a moving average lies in [0, 1), not {decay}")
     x = np.asarray(values, float)
-    out, m = np.empty_like(x), 0.0
-    for t, value in enumerate(x, start=1):
-        m = decay * m + (1 - decay) * value
-        out[t - 1] = m / (1 - decay**t)
-    return out
+    return _ema_per_run(x, np.zeros(len(x), int), np.arange(len(x)), decay)  # one run
 
 
 def ratio(trace, grad_sq) -> pd.Series:
@@ -56,8 +50,7 @@ def ratio(trace, grad_sq) -> pd.Series:
 
 def _ema_per_run(x: np.ndarray, run: np.ndarray, position: np.ndarray, decay: float) -> np.ndarray:
     """:func:`ema` of every run at once: ``x`` sorted by run and step, ``run`` each row's run (0, 1, ...),
-    ``position`` its place in the run (0, 1, ...). The same operations as :func:`ema`, one column of a
-    runs-by-positions matrix at a time."""
+    ``position`` its place in the run (0, 1, ...); one column of a runs-by-positions matrix at a time."""
     if not 0 <= decay < 1:
         raise ValueError(f"the decay of a moving average lies in [0, 1), not {decay}")
     if not len(x):

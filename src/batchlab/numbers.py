@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis, claims, models, uncertainty
+from batchlab import analysis, claims, gradient_noise, models, uncertainty
 from batchlab.fits import GOOD_FIT_R2
 from batchlab import verdicts as verdicts_mod
 from batchlab.claims import verdict  # noqa: F401  (re-exported: the paper's verdict texts)
@@ -61,8 +61,6 @@ def _describe_schedule(runs: pd.DataFrame) -> str:
     return text
 
 
-# the config's ``analysis`` defaults (workflow/schemas/config.schema.yaml), for a caller that gives none
-ANALYSIS_DEFAULTS = {"level": 0.95, "resamples": 1000, "seed": 0, "noise_ema": 0.5}
 
 
 def dataset_label(name: str) -> str:
@@ -337,7 +335,9 @@ def compute(runs: pd.DataFrame, history: pd.DataFrame, study: str = "study",
     numbers, the verdicts and the verdict table cover them all, in the order of ``datasets`` (the config's;
     by default, as the runs table has them). Only the variants' own numbers read the variant runs; every other
     number is of the main grid."""
-    settings = {**ANALYSIS_DEFAULTS, **(settings or {})}
+    # the config's analysis section, its schema's defaults where a caller gives none
+    settings = {**{k: gradient_noise.analysis_default(k) for k in ("level", "resamples", "seed", "noise_ema")},
+                **(settings or {})}
     order = [d for d in (datasets or []) if d in set(runs["dataset"])]
     order += [d for d in dict.fromkeys(runs["dataset"]) if d not in order]
     runs = pd.concat([runs[runs["dataset"] == d] for d in order], ignore_index=True)  # the first dataset first

@@ -5,7 +5,7 @@ A study's seeds are its independent repetitions: a resample draws as many seeds 
 replacement, and takes every run of each drawn seed (all its batch sizes, learning rates and evaluations
 together, so a number computed on a resample, a best-of-grid selection included, is computed exactly as on the
 study). With ``n`` seeds there are ``C(2n - 1, n)`` distinct resamples (10 for 3 seeds, 126 for 5); where that
-is at most the ``resamples`` asked for, :func:`seed_resamples` takes each distinct one once with its exact
+is fewer than the ``resamples`` asked for, :func:`seed_resamples` takes each distinct one once with its exact
 probability (multinomial: ``n! / prod(repeats!) / n^n``), so the intervals carry no Monte Carlo noise;
 otherwise it draws ``resamples`` of them with a seeded generator.
 
@@ -18,14 +18,14 @@ paper says how many seeds it has beside every interval.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import combinations_with_replacement
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+
+from batchlab import spread
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -44,24 +44,14 @@ def distinct_resamples(n: int) -> int:
 
 
 def seed_resamples(seeds: Iterable, resamples: int = 1000, seed: int = 0) -> list[Resample]:
-    """The bootstrap resamples of ``seeds``: every distinct one with its exact probability where there are at
-    most ``resamples`` of them, else ``resamples`` random draws (generator seeded with ``seed``) of weight
-    ``1 / resamples`` each. The weights sum to 1."""
+    """The bootstrap resamples of ``seeds``, as the figures' bands draw them (batchlab.spread.draws): every
+    distinct one with its exact probability where there are fewer than ``resamples`` of them, else
+    ``resamples`` random draws of weight ``1 / resamples`` each. The weights sum to 1."""
     pool = sorted(set(seeds))
-    n = len(pool)
-    if n == 0:
+    if not pool:
         return []
-    if distinct_resamples(n) <= resamples:
-        out = []
-        for drawn in combinations_with_replacement(pool, n):
-            ways = math.factorial(n)
-            for repeats in Counter(drawn).values():
-                ways //= math.factorial(repeats)
-            out.append(Resample(drawn, ways / n**n))
-        return out
-    rng = np.random.default_rng(seed)
-    draws = np.sort(rng.integers(0, n, size=(resamples, n)), axis=1)
-    return [Resample(tuple(pool[i] for i in row), 1.0 / resamples) for row in draws]
+    counts, weights = spread.draws(len(pool), resamples, seed)
+    return [Resample(tuple(np.repeat(pool, row).tolist()), float(w)) for row, w in zip(counts, weights)]
 
 
 def resample_table(table: pd.DataFrame, drawn: Sequence) -> pd.DataFrame:

@@ -138,10 +138,10 @@ def dataset_table(per_dataset: Mapping[str, Mapping[str, str]], archs: Mapping[s
 
 
 def uncertainty_facts(runs: pd.DataFrame, settings: Mapping) -> dict[str, str]:
-    """The intervals' facts for the text: level, seeds, resamples (and whether every distinct resample was
-    taken), the verdict counts over the table."""
+    """The intervals' facts for the text: the level, and the resamples (whether every distinct resample was
+    taken, as batchlab.uncertainty.seed_resamples decides)."""
     n = int(runs.groupby("dataset")["seed"].nunique().min()) if len(runs) else 0
-    exact = 0 < uncertainty.distinct_resamples(n) <= settings["resamples"] if n else False
+    exact = 0 < uncertainty.distinct_resamples(n) < settings["resamples"] if n else False
     return {
         "IntervalLevel": pct(settings["level"], 0),
         "IntervalResamples": (f"all {uncertainty.distinct_resamples(n)} distinct resamples of the seeds, each with "
