@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from batchlab import analysis, gradient_noise, spread
+from batchlab import analysis, gradient_noise, spread, uncertainty
 from batchlab.panels import (
     band, band_key, batch_axis, batch_colors, errors, legend, note, of_panel, panels, ramp, target_label,
 )
@@ -120,7 +120,6 @@ def noise_scale(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None =
                               for name, value in (("level", level), ("resamples", resamples), ("seed", seed)))
     curves = analysis.noise_scale_curves(runs, history, decay)
     per_run = analysis.noise_scale_runs(runs, history, decay) if len(curves) else curves
-    rng = np.random.default_rng(seed)
     colors = batch_colors(runs["batch_size"])
     fig, axes = panels(runs, sharey=True)
     kinds = set()
@@ -130,7 +129,7 @@ def noise_scale(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None =
             color = colors[int(b)]
             raw = c[c["b_simple_raw"] > 0]  # a log axis: a noise scale measured as 0 has no place on it
             ax.plot(raw["progress"], raw["b_simple_raw"], "o", color=color, alpha=0.25, markersize=3, lw=0)
-            band = _seed_bands(measured[measured["batch_size"] == b], level, resamples, rng)
+            band = _seed_bands(measured[measured["batch_size"] == b], level, resamples, seed)
             band = band.merge(c[["step", "progress"]], on="step")
             kinds |= set(band["kind"])
             band = band[band["lo"] > 0]
@@ -146,27 +145,27 @@ def noise_scale(runs: pd.DataFrame, history: pd.DataFrame, decay: float | None =
     return fig
 
 
-def _seed_bands(rows: pd.DataFrame, level: float, resamples: int, rng: np.random.Generator) -> pd.DataFrame:
+def _seed_bands(rows: pd.DataFrame, level: float, resamples: int, seed: int) -> pd.DataFrame:
     """Per evaluated step of one batch size's runs (rows of :func:`analysis.noise_scale_runs`), the band over
     seeds of its smoothed B_simple (:func:`_seed_band`): ``step``, ``lo``, ``hi`` and ``kind``."""
-    bands = [(step, *_seed_band(g["noise_trace_ema"], g["noise_grad_sq_ema"], level, resamples, rng))
+    bands = [(step, *_seed_band(g["noise_trace_ema"], g["noise_grad_sq_ema"], level, resamples, seed))
              for step, g in rows.groupby("step", sort=True)]
     return pd.DataFrame(bands, columns=["step", "lo", "hi", "kind"])
 
 
-def _seed_band(trace, grad_sq, level: float, resamples: int, rng: np.random.Generator) -> tuple[float, float, str]:
+def _seed_band(trace, grad_sq, level: float, resamples: int, seed: int) -> tuple[float, float, str]:
     """The spread over seeds of B_simple = mean(trace) / mean(grad_sq) (one value per seed): with 3 seeds or
-    more the ``level`` percentile bootstrap interval of that seed mean (seeds drawn with replacement,
-    ``resamples`` times), with fewer the smallest and the largest seed's own ratio; and which one it is."""
+    more the ``level`` percentile bootstrap interval of that seed mean (the draws of the other figures'
+    bands, batchlab.spread.draws), with fewer the smallest and the largest seed's own ratio; and which one
+    it is."""
     trace, grad_sq = np.asarray(trace, float), np.asarray(grad_sq, float)
     if len(trace) < 3:
         own = gradient_noise.ratio(trace, grad_sq)
         return float(own.min()), float(own.max()), "min–max over seeds"
-    pick = rng.integers(0, len(trace), size=(int(resamples), len(trace)))
-    means = gradient_noise.ratio(trace[pick].mean(axis=1), grad_sq[pick].mean(axis=1)).dropna()
-    tail = 50 * (1 - level)
-    lo, hi = np.percentile(means, [tail, 100 - tail]) if len(means) else (np.nan, np.nan)
-    return float(lo), float(hi), f"{level:.0%} bootstrap interval of the seed mean"
+    counts, weights = spread.draws(len(trace), int(resamples), seed)
+    means = gradient_noise.ratio(counts @ trace / len(trace), counts @ grad_sq / len(trace))
+    lo, hi = uncertainty.interval(means, weights, level)
+    return lo, hi, f"{level:.0%} bootstrap interval of the seed mean"
 
 
 def distance(runs: pd.DataFrame, history: pd.DataFrame, settings: Mapping | None = None) -> plt.Figure:
