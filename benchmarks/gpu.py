@@ -379,7 +379,7 @@ def main() -> None:
     plan = make_plan(args.quick, skip is None)
     report = Report()
     report.say(f"batchlab GPU check: torch {torch.__version__}, "
-               + (torch.cuda.get_device_name() if skip is None else f"CPU {hardware.cpu_name()}")
+               + (torch.cuda.get_device_name() if skip is None else f"CPU {training.cpu_name()}")
                + f", {'quick' if args.quick else 'full'} mode")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "synthetic_cifar.npz"

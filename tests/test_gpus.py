@@ -163,6 +163,14 @@ def test_the_journal_records_taking_and_giving_back(clean_env, monkeypatch, tmp_
     assert float(lines[0][0]) <= float(lines[1][0]) and lines[0][4] == str(os.getpid())
 
 
+def test_the_summary_records_the_cpu_and_the_kernels_torch_runs_on_it():
+    """The CPU's model, not the bare architecture platform.processor() gives on Linux, and the kernels (their
+    rounding is a run's bits)."""
+    env = training.environment(torch.device("cpu"))
+    assert env["device_name"] == training.cpu_name() and env["device_name"] not in ("", None)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
 def test_the_summary_records_the_device_the_job_was_given(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
     assert training.environment(torch.device("cpu"))["cuda_visible_devices"] == "2"

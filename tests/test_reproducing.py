@@ -24,7 +24,8 @@ def run(i: int, **fields) -> dict:
     """One row of a runs table, as batchlab.tables writes it (the columns the section reads)."""
     row = {"run_id": f"r{i}", "dataset": "mnist1d", "variant": "", "n_train": 800, "n_test": 200,
            "code_digest": DIGEST_A, "git_commit": COMMIT_1, "git_dirty": False, "device": "cpu",
-           "device_name": "x86_64", "platform": "Linux-6.1-x86_64-with-glibc2.36", "python": "3.11.2",
+           "device_name": "x86_64", "cpu_capability": "AVX2", "platform": "Linux-6.1-x86_64-with-glibc2.36",
+           "python": "3.11.2",
            "torch": "2.13.0+cpu", "train_seconds": 10.0, "wall_seconds": 12.0, "engine": "sequential",
            "pack_members": None, "data_sha256": DATA_SHA}
     return {**row, **fields}
@@ -76,8 +77,20 @@ def test_the_versions_and_machines_the_runs_recorded(runs, lock):
     runs.loc[4:, ["torch", "device", "device_name"]] = ["2.12.1", "cuda", "NVIDIA H200"]
     text = reproducing.summary(runs, lock, "smoke")
     assert "PyTorch 2.13.0+cpu (4 runs), 2.12.1 (2 runs), on 2 machines" in text
-    assert reproducing.machine_rows(runs) == [r"CPU & x86\_64 & Linux-6.1-x86\_64-with-glibc2.36 & 4",
-                                              r"CUDA & NVIDIA H200 & Linux-6.1-x86\_64-with-glibc2.36 & 2"]
+    assert reproducing.machine_rows(runs) == [r"CPU & x86\_64 & AVX2 & Linux-6.1-x86\_64-with-glibc2.36 & 4",
+                                              r"CUDA & NVIDIA H200 & AVX2 & Linux-6.1-x86\_64-with-glibc2.36 & 2"]
+
+
+def test_the_same_cpu_with_other_kernels_is_another_machine_and_runs_from_before_say_not_recorded(runs, lock):
+    """Rounding, and so a retrain's bits, follows the kernels torch dispatches to: AVX2 and AVX512 runs of
+    the same CPU model are two machines; a runs table from before the column reads as not recorded."""
+    runs.loc[:1, "cpu_capability"] = "AVX512"
+    assert "on 2 machines" in reproducing.summary(runs, lock, "smoke")
+    assert [row.split(" & ")[2] for row in reproducing.machine_rows(runs)] == ["AVX2", "AVX512"]
+    older = runs.drop(columns=["cpu_capability"])
+    assert reproducing.machine_rows(older) == [r"CPU & x86\_64 & not recorded & Linux-6.1-x86\_64-with-glibc2.36 & 6"]
+    text = reproducing.section(runs, lock, "smoke", [])
+    assert "bitwise the same runs" in text and "intervals over seeds, not digit by digit" in text
 
 
 def test_the_total_training_time_sums_the_runs_and_shares_a_batched_packs_wall_time():
@@ -191,11 +204,13 @@ def test_write_reads_the_runs_table_and_writes_the_section(runs, lock, tmp_path)
 
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="LaTeX is not installed")
 def test_the_section_compiles_with_special_characters(lock, tmp_path):
-    runs = pd.DataFrame([run(0, dataset="my_data", device_name="GPU #1 & 100% R&D ~^", platform="a_b {c} \\d"),
+    runs = pd.DataFrame([run(0, dataset="my_data", device_name="GPU #1 & 100% R&D ~^ " + "Xeon(R) Platinum " * 6,
+                             platform="a_b {c} \\d"),
                          run(1, git_commit=None, git_dirty=None)])
     section = reproducing.section(runs, lock, "my_study", ["configs/my_study.yaml"])
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\n\\begin{document}\n"
+    doc.write_text("\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs,graphicx}\n"
+                   "\\begin{document}\n"
                    + section + "\\end{document}\n")
     result = subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", doc.name],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import platform
 import statistics
 import time
 from contextlib import contextmanager
@@ -191,25 +190,13 @@ def measure(dataset_path: str, dataset: str, arch: str, settings: dict, max_batc
     table.insert(0, "dataset", dataset)
     table.insert(1, "arch", arch)
     table.insert(2, "device", dev.type)
-    table.insert(3, "device_name", torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name())
+    table.insert(3, "device_name", torch.cuda.get_device_name(dev) if dev.type == "cuda" else training.cpu_name())
     table.insert(4, "threads", threads)
     table.insert(5, "precision", settings["precision"])
     table["in_grid"] = table["batch_size"].isin(settings["batch_sizes"])
     table["samples_per_s"] = table["batch_size"] / table["seconds_per_step"]
     table["repeats"] = repeats
     return table[COLUMNS]
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def combine(paths: Iterable[str]) -> pd.DataFrame:

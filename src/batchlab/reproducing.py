@@ -2,7 +2,8 @@
 table and the lock file: the revisions of the training code that trained the runs
 (each code digest, its git commit and whether the tree had uncommitted changes), the SHA-256 of the lock
 file and of each prepared dataset (as the runs recorded it), the Python and PyTorch versions and the machines the runs recorded, the
-total training time, and the two ways to reproduce the paper (train again, or rebuild from the archive).
+total training time, and the two ways to reproduce the paper (train again, or rebuild from the archive), with
+what training again gives on other hardware. Its tables need LaTeX's booktabs and graphicx.
 
 Nothing in it is typed by hand: every value comes from the results, LaTeX-escaped
 (:func:`batchlab.formatting.latex_text`). Imported at parse time (:func:`study_file`), so pandas is
@@ -135,12 +136,15 @@ def file_rows(runs: pd.DataFrame, lock: str | Path | None) -> list[str]:
     return rows
 
 
+MACHINE = ("device", "device_name", "cpu_capability", "platform")  # what tells one machine from another
+
+
 def machine_rows(runs: pd.DataFrame) -> list[str]:
-    """The table's rows of machines: device, its name, the platform, runs."""
+    """The table's rows of machines: device, its name, the CPU kernels torch ran on it, the platform, runs."""
     rows = []
-    for (device, name, platform), n in counted(runs, "device", "device_name", "platform"):
+    for (device, *described), n in counted(runs, *MACHINE):
         cells = [latex_text(str(device).upper()) if device is not None else NOT_RECORDED,
-                 *(latex_text(str(v)) if v is not None else NOT_RECORDED for v in (name, platform)), str(n)]
+                 *(latex_text(str(v)) if v is not None else NOT_RECORDED for v in described), str(n)]
         rows.append(" & ".join(cells))
     return rows
 
@@ -154,8 +158,10 @@ def _versions(runs: pd.DataFrame, column: str, label: str) -> str:
 
 
 def _block(header: str, rows: list[str], columns: str) -> list[str]:
-    return [f"\\begin{{tabular}}{{@{{}}{columns}@{{}}}}", "\\toprule", header + " \\\\", "\\midrule",
-            *(row + " \\\\" for row in rows), "\\bottomrule", "\\end{tabular}"]
+    """A tabular, shrunk to the text's width where wider (a long CPU model or platform name)."""
+    return ["\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
+            f"\\begin{{tabular}}{{@{{}}{columns}@{{}}}}", "\\toprule", header + " \\\\", "\\midrule",
+            *(row + " \\\\" for row in rows), "\\bottomrule", "\\end{tabular}}"]
 
 
 def _count(n: int, noun: str) -> str:
@@ -206,7 +212,7 @@ def summary(runs: pd.DataFrame, lock: str | Path | None, study: str) -> str:
     variants = int((runs["variant"].fillna("") != "").sum()) if "variant" in runs else 0
     train_s, wall_s = training_time(runs)
     revisions, notes = _provenance_text(runs)
-    machines = len(counted(runs, "device", "device_name", "platform"))
+    machines = len(counted(runs, *MACHINE))
     wall = f", {hours_minutes(wall_s)} with their evaluations ({_tt(WALL_SECONDS)})" if wall_s is not None else ""
     sentences = [
         f"Study {_tt(study)} trained {len(runs)} runs" + (f", {variants} of them in variants" if variants else "")
@@ -235,7 +241,7 @@ def table(runs: pd.DataFrame, lock: str | Path | None) -> list[str]:
             "\\par\\medskip",
             *_block("file & SHA-256", file_rows(runs, lock), "ll"),
             "\\par\\medskip",
-            *_block("device & device name & platform & runs", machine_rows(runs), "lllr"),
+            *_block("device & device name & CPU kernels & platform & runs", machine_rows(runs), "llllr"),
             "\\end{table}"]
 
 
@@ -251,7 +257,14 @@ def ways(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: l
             f"\\mbox{{{_tt('snakemake --cores 1 archive')}}} writes, {_tt(archive)}: in a fresh clone,",
             _display(restore, train),
             "restore the runs and rebuild everything else from them as they were trained. Either way, an edit of the "
-            "config followed by the same command trains only the runs the edit adds or changes."]
+            "config followed by the same command trains only the runs the edit adds or changes. Training is seeded "
+            "and deterministic: on the machine of a row of the table"
+            + (", with the locked environment," if lock is not None else ", with the versions above,")
+            + " training again gives bitwise the same runs. On another CPU or GPU, torch's kernels sum in another "
+            "order and round "
+            "differently: most runs move little, but a run near the edge of stability (the largest learning "
+            "rates) can amplify that rounding into another result, so a retrain on other hardware is to be read "
+            "against the intervals over seeds, not digit by digit."]
 
 
 def section(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: list[str]) -> str:

@@ -146,13 +146,27 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | Sta
     return loss, norm
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
-    """The evidence a result needs: versions and hardware, the GPUs the job was given (its
-    CUDA_VISIBLE_DEVICES: a GPU slot's device on one machine, the scheduler's under SLURM; None when unset),
-    and the code that trained it (batchlab.provenance.revision)."""
+    """The evidence a result needs: versions and hardware (the CPU's model and the kernels torch runs on it,
+    whose rounding a float result depends on), the GPUs the job was given (its CUDA_VISIBLE_DEVICES: a GPU
+    slot's device on one machine, the scheduler's under SLURM; None when unset), and the code that trained it
+    (batchlab.provenance.revision)."""
     return {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the CPU kernels torch dispatches to
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch": torch.__version__,
         "numpy": np.__version__,
