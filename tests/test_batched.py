@@ -1,8 +1,9 @@
 """The batched engine: each member of a stacked pack trains as the same run alone would: same
 initialization, data order, optimizer arithmetic (SGD with momentum, Nesterov and weight decay; Adam),
 batch-norm statistics and divergence step. Checked in float64 to 1e-10; in float32 to 1e-5 after a few
-hundred steps for the MLP and the 1-D CNN, and at rounding level over the first steps for the image CNNs,
-whose max-pooling turns rounding differences into diverging paths on some CPUs."""
+hundred steps for the MLP and the 1-D CNN, or, where the CPU's own kernels disagree by more (see
+YARDSTICK), to ten times that; and at rounding level over the first steps for the image CNNs, whose
+max-pooling turns rounding differences into diverging paths on some CPUs."""
 
 from __future__ import annotations
 
@@ -61,43 +62,91 @@ def pack_specs(arch: str, optimizer: dict, lrs: list[float], steps: int = 300, d
                       optimizer=optimizer, **changes)
 
 
-def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: bool = True, norm: bool = False):
+# In float32 a run's bits depend on the CPU kernels (the order of their sums), and a long run can turn a
+# rounding difference into a ReLU or max-pooling decision that goes the other way, then into a visibly
+# different path. How far depends on the CPU: on an AVX2 EPYC the 1-D CNN's run alone ends 2e-4 from itself
+# when its convolutions take the other kernel (oneDNN on or off). With ``yardstick``, a member may differ
+# from its run alone by up to YARDSTICK times what the runs alone of its pack differ from themselves under
+# the other kernel, where that is above the stated tolerance: a bug (another learning rate, data order or
+# update) moves a run by far more than rounding does.
+YARDSTICK = 10
+
+
+def alone_with_the_other_kernel(spec: dict, tensors: dict) -> tuple:
+    """The run alone with its convolutions on the other CPU kernel than training's choice (oneDNN off where
+    training turns it on, and on where off): the same arithmetic, summed in another order."""
+    chosen = training.use_onednn
+    training.use_onednn = lambda device, batch_size: not chosen(device, batch_size)
+    try:
+        state: dict = {}
+        history, summary = sequential.train_run(spec, tensors, CPU, final_state=state)
+    finally:
+        training.use_onednn = chosen
+    return history, summary, state
+
+
+def differences(a: tuple, b: tuple, noise: set, norm: bool, n_examples: int) -> dict[str, float]:
+    """How far run ``a`` (history, summary, final state) ends from run ``b``: each history column and final
+    sharpness (relative to max(1, the largest value)), each parameter or buffer (element by element
+    relative to max(1, the largest), or with ``norm`` the norm of the difference relative to the tensor's).
+    An accuracy column counts one borderline example less."""
+    (history, summary, state), (alone_history, alone_summary, alone_state) = a, b
+    out = {}
+    for key in (k for k in alone_summary if k.startswith("final_sharpness_")):  # of the final weights
+        x, y = summary[key], alone_summary[key]  # NaN for a diverged run, in both or it is a difference
+        both_nan, one_nan = math.isnan(x) and math.isnan(y), math.isnan(x) != math.isnan(y)
+        out[key] = 0.0 if both_nan else math.inf if one_nan else abs(x - y) / max(1.0, abs(y))
+    for column in (c for c in HISTORY_COLUMNS if c not in noise):
+        x, y = history[column].to_numpy(), alone_history[column].to_numpy()
+        finite = abs(y) < 1e6  # a diverged run's last loss can be astronomically large (or NaN)
+        if finite.any():
+            gap = abs(x[finite] - y[finite]).max() / max(1.0, abs(y[finite]).max())
+            out[column] = max(0.0, gap - 1.01 / n_examples) if column.endswith("_acc") else gap
+    for name, value in alone_state.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        assert name in state and state[name].shape == value.shape, name
+        if norm:
+            out[name] = float((state[name] - value).norm() / value.norm().clamp_min(1e-12))
+        else:
+            out[name] = float((state[name] - value).abs().max()) / max(1.0, float(value.abs().max()))
+    return out
+
+
+def compare(specs, tensors, param_tol: float, metric_tol: float, check_buffers: bool = True, norm: bool = False,
+            yardstick: bool = False):
     """Train ``specs`` batched and each alone; assert they agree; return the batched summaries. Parameters
     are compared element by element, or with ``norm`` as the norm of the difference relative to the norm
-    of the parameter tensor."""
+    of the parameter tensor; with ``yardstick`` the tolerances grow to YARDSTICK times the kernels' own
+    disagreement (see above)."""
     states: list[dict] = []
     together = batched.train_batched(specs, tensors, CPU, final_states=states)
+    # the noise scale is a ratio of differences of squared norms, which magnifies rounding: compared
+    # in float64, where the arithmetic is what is checked
+    noise = {"noise_grad_sq", "noise_trace", "b_simple"} if tensors["x_train"].dtype != torch.float64 else set()
+    n_examples = min(len(t) for t in tensors.values())
+    gaps, kernels = [], []
     for spec, (history, summary), state in zip(specs, together, states):
         alone_state: dict = {}
         alone_history, alone_summary = sequential.train_run(spec, tensors, CPU, final_state=alone_state)
         assert summary["diverged_at_step"] == alone_summary["diverged_at_step"], spec["lr"]
         assert summary["steps_done"] == alone_summary["steps_done"]
-        for key in (k for k in alone_summary if k.startswith("final_sharpness_")):  # of the final weights
-            assert summary[key] == pytest.approx(alone_summary[key], rel=metric_tol, abs=metric_tol, nan_ok=True), key
         assert len(history) == len(alone_history)
-        # the noise scale is a ratio of differences of squared norms, which magnifies rounding: compared
-        # in float64, where the arithmetic is what is checked
-        noise = {"noise_grad_sq", "noise_trace", "b_simple"} if tensors["x_train"].dtype != torch.float64 else set()
-        for column in (c for c in HISTORY_COLUMNS if c not in noise):
-            a, b = history[column].to_numpy(), alone_history[column].to_numpy()
-            finite = abs(b) < 1e6  # a diverged run's last loss can be astronomically large (or NaN)
-            # an accuracy may differ by one borderline example
-            tol = max(metric_tol, 1.01 / min(len(t) for t in tensors.values())) if column.endswith("_acc") else metric_tol
-            if finite.any():
-                assert abs(a[finite] - b[finite]).max() <= tol * max(1.0, abs(b[finite]).max()), (spec["lr"], column)
-        for name, value in alone_state.items():
-            if name.endswith("num_batches_tracked"):
+        alone = (alone_history, alone_summary, alone_state)
+        gaps.append((spec, differences((history, summary, state), alone, noise, norm, n_examples)))
+        if yardstick:
+            kernels.append(differences(alone_with_the_other_kernel(spec, tensors), alone, noise, norm, n_examples))
+    is_param = {name for name in states[0]}
+
+    def allowed(key: str) -> float:
+        tol = param_tol if key in is_param else metric_tol
+        return max(tol, YARDSTICK * max((k.get(key, 0.0) for k in kernels), default=0.0))
+
+    for spec, gap in gaps:
+        for key, value in gap.items():
+            if not check_buffers and "running" in key:
                 continue
-            if not check_buffers and "running" in name:
-                continue
-            assert name in state, name
-            assert state[name].shape == value.shape, name
-            if norm:
-                diff = float((state[name] - value).norm() / value.norm().clamp_min(1e-12))
-                assert diff <= param_tol, (spec["lr"], name, diff)
-            else:
-                diff = float((state[name] - value).abs().max())
-                assert diff <= param_tol * max(1.0, float(value.abs().max())), (spec["lr"], name, diff)
+            assert value <= allowed(key), (spec["lr"], key, value, allowed(key))
     return [summary for _, summary in together]
 
 
@@ -148,7 +197,7 @@ def test_float32_cnn1d_members_at_a_large_batch_within_1e_5_after_100_steps(mnis
     calls = count_calls(monkeypatch, stacked, "_conv1d_channels_last")
     specs = large_batch(pack_specs("cnn1d", SGD, [0.01, 0.05], steps=100,
                                    dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}}))
-    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4)
+    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, yardstick=True)
     assert calls
 
 
@@ -172,7 +221,22 @@ def test_float64_image_cnns_with_and_without_batch_norm(arch, optimizer, digits_
 ])
 def test_float32_members_within_1e_5_after_300_steps(arch, optimizer, lrs, mnist1d_1000):
     specs = pack_specs(arch, optimizer, lrs, dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}})
-    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4)
+    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, yardstick=True)
+
+
+def test_the_yardstick_still_catches_a_slip_in_the_momentum(mnist1d_1000, monkeypatch):
+    """The float32 bound that grows with the kernels' own disagreement fails a member whose run alone
+    trained with momentum 0.88 instead of 0.9."""
+    train_run = sequential.train_run
+
+    def slipped(spec, *args, **kwargs):
+        return train_run(dict(spec, optimizer=dict(spec["optimizer"], momentum=0.88)), *args, **kwargs)
+
+    monkeypatch.setattr(sequential, "train_run", slipped)
+    specs = large_batch(pack_specs("cnn1d", SGD, [0.01, 0.05], steps=100,
+                                   dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}}))
+    with pytest.raises(AssertionError):
+        compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, yardstick=True)
 
 
 def test_float32_cnn1d_with_adam_within_1e_5_in_norm(mnist1d_1000):
@@ -180,10 +244,11 @@ def test_float32_cnn1d_with_adam_within_1e_5_in_norm(mnist1d_1000):
     # same sums in another order. Adam divides each update by the root of its running squared gradient,
     # which magnifies rounding in weights whose gradient is tiny: after 300 steps a few single weights end
     # up to 1.4e-5 apart (two CPU kernels of the run alone: 1.4e-6), while every tensor agrees to 1e-5 of
-    # its norm. At 0.003 float32 Adam is chaotic here (the two kernels of the run alone end 3e-2 apart);
-    # float64 above checks the arithmetic at every rate.
+    # its norm. At 0.003 float32 Adam is chaotic on one AMD EPYC (the two kernels of the run alone end 3e-2
+    # apart), and on an AVX2 one already at 0.001 for one seed (1e-2 in norm): the yardstick allows what the
+    # kernels themselves disagree by. float64 above checks the arithmetic at every rate.
     specs = pack_specs("cnn1d", ADAM, [0.0005, 0.001], dataset_options={"mnist1d": {"num_samples": 1000, "seed": 42}})
-    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, norm=True)
+    compare(specs, mnist1d_1000, param_tol=1e-5, metric_tol=1e-4, norm=True, yardstick=True)
 
 
 @pytest.mark.slow
