@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from batchlab import batched, config, data, grid, hardware, models, sequential, stacked, training  # noqa: E402
+from batchlab import batched, config, data, grid, hardware, models, sequential, stacked, store, training  # noqa: E402
 from batchlab.checkpoint import Checkpointer, TrainingInterrupted  # noqa: E402
 from report import Report  # noqa: E402  (benchmarks/report.py)
 
@@ -347,7 +347,7 @@ def section_smoke(report: Report, plan: Plan, skip: str | None) -> None:
         except subprocess.TimeoutExpired:
             code, tail = None, f"stopped after {plan.smoke_timeout} s"
         wall = time.perf_counter() - start
-        summaries = [json.loads(p.read_text()) for p in (work / "results" / "runs").glob("*/summary.json")]
+        summaries = [json.loads(p.read_text()) for p in store.finished(work / "results" / "runs")]
     devices = [summary.get("device") for summary in summaries]
     pinned = {summary.get("cuda_visible_devices") for summary in summaries}
     report.line(f"snakemake --cores all --configfile configs/smoke.yaml --config '{override}': {wall:.1f} s, "

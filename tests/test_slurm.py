@@ -254,7 +254,7 @@ def run_and_cancel_after_first_run(cluster, work: Path, *args: str) -> tuple[str
                         env={"BATCHLAB_PACKS_PER_JOB": "1"})
     try:
         deadline = time.monotonic() + 300
-        while not (done := sorted((work / "results" / "runs").glob("[!.]*/summary.json"))):
+        while not (done := store.finished(work / "results" / "runs")):
             assert proc.poll() is None, proc.stdout.read()[-5000:]
             assert time.monotonic() < deadline, "no run finished within 300 s"
             time.sleep(0.2)
@@ -274,7 +274,7 @@ def checkpoint_steps(work: Path) -> dict[str, int]:
 
 
 def history_mtimes(work: Path) -> dict[str, float]:
-    return {p.parent.name: p.stat().st_mtime for p in (work / "results" / "runs").glob(f"[!.]*/{store.HISTORY}")}
+    return {p.parent.name: (p.parent / store.HISTORY).stat().st_mtime for p in store.finished(work / "results" / "runs")}
 
 
 class TestFailureOnTheCluster:
@@ -333,4 +333,4 @@ class TestFailureOnTheCluster:
                               env={setting: "nosuch", "BATCHLAB_PACKS_PER_JOB": "1"}, timeout=300)
         assert result.returncode != 0
         assert message in output_of(result)
-        assert not list((tmp_path / "results" / "runs").glob("[!.]*/summary.json"))
+        assert not store.finished(tmp_path / "results" / "runs")

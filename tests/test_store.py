@@ -37,6 +37,15 @@ def test_write_run_leaves_no_temporary_folder(tmp_path):
     assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))
 
 
+def test_finished_lists_the_runs_in_place_and_never_one_still_being_written(tmp_path):
+    store.write_run(tmp_path, SPEC, HISTORY, SUMMARY)
+    being_written = tmp_path / f".{SPEC['run_id']}-2.tmp-123"  # as write_run names its folder before the rename
+    being_written.mkdir()
+    (being_written / store.SUMMARY).write_text("{}")
+    assert store.finished(tmp_path) == [store.summary_path(tmp_path, SPEC["run_id"])]
+    assert store.finished(tmp_path / "none") == []
+
+
 def test_write_run_converts_numpy_scalars(tmp_path):
     np = pytest.importorskip("numpy")
     summary = {**SUMMARY, "final_test_acc": np.float32(0.5), "best_test_acc": np.float64(0.25)}

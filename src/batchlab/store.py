@@ -55,6 +55,13 @@ def is_complete(root: str | Path, run_id: str) -> bool:
     return summary_path(root, run_id).exists()
 
 
+def finished(root: str | Path) -> list[Path]:
+    """The summary files of the runs in ``root``, sorted: the folders :func:`write_run` has renamed into
+    place, never the hidden ones it writes a run in first (``.<run>.tmp-<pid>``, ``.<run>.replaced-<pid>``),
+    whose summary can exist before the run is there."""
+    return sorted(p for p in Path(root).glob(f"*/{SUMMARY}") if not p.parent.name.startswith("."))
+
+
 def write_run(root: str | Path, spec: dict, history: pd.DataFrame, summary: dict, checkpoint: dict | None = None,
               weights: dict | None = None) -> Path:
     """Write a finished run atomically; refuse to overwrite a complete one. A damaged one (see
