@@ -261,10 +261,9 @@ def ways(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: l
             "and deterministic: on the machine of a row of the table"
             + (", with the locked environment," if lock is not None else ", with the versions above,")
             + " training again gives bitwise the same runs. On another CPU or GPU, torch's kernels sum in another "
-            "order and round "
-            "differently: most runs move little, but a run near the edge of stability (the largest learning "
-            "rates) can amplify that rounding into another result, so a retrain on other hardware is to be read "
-            "against the intervals over seeds, not digit by digit."]
+            "order and round differently: most runs move little, but a run near the edge of stability (the "
+            "largest learning rates) can amplify that rounding into another result, so a retrain on other hardware "
+            "is to be read against the intervals over seeds, not digit by digit."]
 
 
 def section(runs: pd.DataFrame, lock: str | Path | None, study: str, configfiles: list[str]) -> str:

@@ -9,6 +9,7 @@ are seen and shapes never change. Same spec, same machine: same numbers (bitwise
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -146,8 +147,9 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer | Sta
     return loss, norm
 
 
+@functools.cache
 def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows; read once a process."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
